@@ -1,0 +1,252 @@
+"""Result objects every layer returns: frozen dataclasses and str Enums, no logic beyond to_dict().
+
+User choices are `str` Enums so typer takes them as option types unchanged, and JSON gets their
+plain values. Numbers are plain Python floats and ints; a non-finite float becomes the string
+"nan", "inf" or "-inf" in `to_dict()` so that the JSON stays standard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "Role",
+    "NormConvention",
+    "Component",
+    "ProgressFn",
+    "ResultBase",
+    "to_plain",
+    "SourceInfo",
+    "TensorInfo",
+    "TopValue",
+    "NormStats",
+    "WeightStats",
+    "TensorReport",
+    "Explanation",
+    "ModelSummary",
+    "AnalyzeResult",
+    "ANALYZE_SCHEMA_VERSION",
+]
+
+# Called as progress(description, done, total) with byte counts; total may be 0 when unknown.
+ProgressFn = Callable[[str, int, int], None]
+
+
+class Role(str, Enum):
+    """What a tensor does in the model, by position (not by the name a family gives it)."""
+
+    EMBEDDING = "embedding"
+    POSITION_EMBEDDING = "position_embedding"
+    LM_HEAD = "lm_head"
+    ATTN_Q = "attn_q"
+    ATTN_K = "attn_k"
+    ATTN_V = "attn_v"
+    ATTN_QKV = "attn_qkv"
+    ATTN_O = "attn_o"
+    MLP_GATE = "mlp_gate"
+    MLP_UP = "mlp_up"
+    MLP_GATE_UP = "mlp_gate_up"
+    MLP_DOWN = "mlp_down"
+    NORM_PRE_ATTN = "norm_pre_attn"
+    NORM_POST_ATTN = "norm_post_attn"
+    NORM_PRE_FFN = "norm_pre_ffn"
+    NORM_POST_FFN = "norm_post_ffn"
+    NORM_Q = "norm_q"
+    NORM_K = "norm_k"
+    NORM_FINAL = "norm_final"
+    NORM_EMBED = "norm_embed"
+    NORM_OTHER = "norm_other"
+    PROJECTOR = "projector"
+    VISION = "vision"
+    OTHER = "other"
+
+    @property
+    def is_norm(self) -> bool:
+        return self.value.startswith("norm_")
+
+    @property
+    def is_linear(self) -> bool:
+        return self.value.startswith(("attn_", "mlp_")) or self in (Role.LM_HEAD, Role.PROJECTOR)
+
+
+class NormConvention(str, Enum):
+    """How a norm module turns its stored weight w into the gain that multiplies x̂."""
+
+    ONE_PLUS_W = "1+w"  # Gemma 1/2/3 RMSNorm: x̂ · (1 + w), stored init 0
+    W = "w"  # Llama/Mistral/Qwen RMSNorm, Gemma 3n: x̂ · w, stored init 1
+    LAYERNORM = "layernorm"  # BERT, SigLIP: x̂ · w + b
+    LAYERNORM1P = "layernorm1p"  # Nemotron: x̂ · (1 + w) + b
+
+
+class Component(str, Enum):
+    TEXT = "text"
+    VISION = "vision"
+    PROJECTOR = "projector"
+    AUDIO = "audio"
+
+
+def to_plain(value: Any) -> Any:
+    """Turn results into JSON-ready builtins (Enums to values, non-finite floats to strings)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, dict):
+        return {str(to_plain(k)): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+class ResultBase:
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceInfo(ResultBase):
+    """Where a checkpoint came from, as resolved."""
+
+    spec: str  # what the user passed
+    kind: str  # "directory", "safetensors", "gguf", "hub", "example"
+    path: str  # local path read (file or directory)
+    format: str  # "safetensors" or "gguf"
+    files: tuple[str, ...]
+    revision: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo(ResultBase):
+    """One tensor of a model, with what the architecture registry says about it."""
+
+    name: str  # HF-style name (GGUF names are mapped when the architecture is known)
+    source_name: str  # the name in the file
+    gguf_name: str | None
+    shape: tuple[int, ...]  # numpy (row-major) order: (out_features, in_features) for a Linear
+    dtype: str  # storage type as the file spells it: BF16, F32, Q4_K, …
+    nbytes: int
+    role: Role
+    component: Component
+    layer: int | None
+    convention: NormConvention | None  # norms only
+    param: str  # "weight", "bias", …
+
+    @property
+    def n_params(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopValue(ResultBase):
+    value: float
+    index: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class NormStats(ResultBase):
+    """A norm tensor in its convention: what is stored and the gain that multiplies x̂."""
+
+    convention: NormConvention
+    stored_min: float
+    stored_max: float
+    stored_mean: float
+    stored_std: float
+    gain_min: float
+    gain_max: float
+    gain_mean: float
+    max_abs_gain: float
+    gain_p99: float  # percentiles of |gain|, numpy's linear interpolation
+    gain_p999: float
+    top_channels: tuple[TopValue, ...]  # largest |gain|, value is the signed gain
+    negative_gain_count: int
+    nan_count: int
+    inf_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightStats(ResultBase):
+    """A linear, embedding or other tensor's value distribution."""
+
+    min: float
+    max: float
+    mean: float
+    std: float
+    absmax: float
+    absmax_over_std: float
+    excess_kurtosis: float
+    top: tuple[TopValue, ...]  # largest |w|, value is signed
+    outlier_sigma: float
+    outlier_count: int  # |w - mean| > outlier_sigma · std
+    nan_count: int
+    inf_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorReport(ResultBase):
+    name: str
+    source_name: str
+    gguf_name: str | None
+    role: Role
+    component: Component
+    layer: int | None
+    shape: tuple[int, ...]
+    dtype: str
+    n_params: int
+    nbytes: int
+    norm: NormStats | None = None
+    weight: WeightStats | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation(ResultBase):
+    """A plain-words reading of one finding."""
+
+    tensor: str
+    severity: str  # "info", "warning", "error"
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSummary(ResultBase):
+    architecture: str
+    architecture_source: str  # "override", "config", "gguf", "names", "unknown"
+    n_layers: int | None
+    n_tensors: int
+    n_params: int
+    params_by_role: dict[str, int]
+    params_by_dtype: dict[str, int]
+    bytes_on_disk: int
+    tied_embeddings: bool
+    largest_tensor: str | None
+
+
+ANALYZE_SCHEMA_VERSION = "1.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyzeResult(ResultBase):
+    source: SourceInfo
+    summary: ModelSummary
+    tensors: tuple[TensorReport, ...]
+    explanations: tuple[Explanation, ...]
+    warnings: tuple[str, ...]
+    options: dict[str, Any]
+    schema: str = "normscope.analyze"
+    schema_version: str = ANALYZE_SCHEMA_VERSION
+
+    def tensor(self, name: str) -> TensorReport:
+        """The report of one tensor by HF or file name."""
+        for t in self.tensors:
+            if name in (t.name, t.source_name, t.gguf_name):
+                return t
+        raise KeyError(name)
