@@ -1,3 +1,22 @@
-"""normscope: what an LLM checkpoint really holds, before anyone spends GPU hours on it."""
+"""normscope: what an LLM checkpoint really holds, before anyone spends GPU hours on it.
+
+Python API (each returns a result object with `to_dict()`):
+
+    >>> import normscope
+    >>> r = normscope.analyze("example:gemma3-270m")  # doctest: +SKIP
+    >>> r.tensor("model.layers.16.post_feedforward_layernorm.weight").norm.gain_max
+    1657.0
+"""
+
+from .analysis import analyze, open_model
+from .errors import (CheckpointError, ConfigError, MissingExtraError, NormscopeError, OutputError,
+                     SourceNotFoundError, UnknownNameError)
+from .results import AnalyzeResult, Component, NormConvention, Role
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AnalyzeResult", "CheckpointError", "Component", "ConfigError", "MissingExtraError", "NormConvention",
+    "NormscopeError", "OutputError", "Role", "SourceNotFoundError", "UnknownNameError", "__version__",
+    "analyze", "open_model",
+]

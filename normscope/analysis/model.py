@@ -1,0 +1,180 @@
+"""A checkpoint seen through its architecture: HF names, roles, norm conventions, HF-convention values.
+
+`open_model` is where io meets arch: it resolves the source, picks the spec, maps GGUF names to
+HF names, and undoes the converter's norm offset (Gemma GGUF norms hold 1 + w), so every command
+sees the same numbers whatever format the model came in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..arch import ArchSpec, Classified, Detected, config_value, detect, gguf_to_hf, hf_to_gguf
+from ..arch.spec import LAYER_INDEX
+from ..arch.registry import GGUF_RULES
+from ..io import DEFAULT_CHUNK_ELEMENTS, Checkpoint, GGUFCheckpoint, TensorEntry, open_source
+from ..results import Component, NormConvention, Role, SourceInfo, TensorInfo
+
+__all__ = ["Model", "open_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Model:
+    """An open checkpoint with its architecture. Close it (or use `with`) when done."""
+
+    source: SourceInfo
+    checkpoint: Checkpoint
+    detected: Detected
+    tensors: tuple[TensorInfo, ...]
+    n_layers: int | None
+    tied_embeddings: bool
+    warnings: list[str] = field(default_factory=list)
+    _entries: dict[str, TensorEntry] = field(default_factory=dict, repr=False)
+    _offsets: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def entry(self, info: TensorInfo) -> TensorEntry:
+        return self._entries[info.name]
+
+    def stored_offset(self, info: TensorInfo) -> float:
+        """What the file adds to the HF value of this tensor (1 for Gemma norms in a GGUF, else 0)."""
+        return self._offsets.get(info.name, 0.0)
+
+    def iter_rows(self, info: TensorInfo, max_elements: int = DEFAULT_CHUNK_ELEMENTS
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+        """(first_row, float32 rows) of a tensor, in HF convention, at most `max_elements` at a time."""
+        offset = self._offsets.get(info.name, 0.0)
+        for row0, rows in self.checkpoint.iter_rows(self._entries[info.name], max_elements):
+            if offset:
+                rows -= np.float32(offset)
+            yield row0, rows
+
+    def read(self, info: TensorInfo) -> np.ndarray:
+        """The whole tensor as float32 in HF convention. Only for small tensors (norms, biases)."""
+        values = self.checkpoint.read(self._entries[info.name])
+        offset = self._offsets.get(info.name, 0.0)
+        return values - np.float32(offset) if offset else values
+
+    def get(self, name: str) -> TensorInfo:
+        for t in self.tensors:
+            if name in (t.name, t.source_name, t.gguf_name):
+                return t
+        raise KeyError(f"{self.source.spec}: no tensor named {name!r}")
+
+    def close(self) -> None:
+        self.checkpoint.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_model(source: str | Path | None = None, *, arch: str | None = None,
+               norm_convention: NormConvention | str | None = None, token: str | None = None,
+               cache_dir: Path | None = None) -> Model:
+    """Open a checkpoint and classify its tensors.
+
+    Args:
+        source: path, hub id, `example:NAME`, or None for the embedded example.
+        arch: architecture name to use instead of detecting one (see `normscope.arch.SPECS`).
+        norm_convention: convention for every norm the spec does not pin ("1+w", "w", …).
+        token: hub token.
+        cache_dir: where embedded examples are assembled.
+
+    Raises:
+        SourceNotFoundError, CheckpointError, UnknownNameError, MissingExtraError.
+
+    Example:
+        >>> with open_model("example:gemma3-270m") as m:  # doctest: +SKIP
+        ...     print(m.detected.spec.name, len(m.tensors))
+        gemma3 236
+    """
+    conv = NormConvention(norm_convention) if norm_convention else None
+    info, ckpt = open_source(source, token=token, cache_dir=cache_dir)
+    try:
+        return _build(info, ckpt, arch, conv)
+    except BaseException:
+        ckpt.close()
+        raise
+
+
+def _build(info: SourceInfo, ckpt: Checkpoint, arch: str | None, conv: NormConvention | None) -> Model:
+    is_gguf = isinstance(ckpt, GGUFCheckpoint)
+    gguf_arch = ckpt.architecture if is_gguf else None
+    detected = detect(ckpt.entries, ckpt.config, gguf_arch, arch)
+    spec = detected.spec
+    n_layers = _n_layers(ckpt, gguf_arch)
+    warnings = []
+    if detected.source == "unknown":
+        warnings.append(f"unknown architecture ({detected.detail}): roles come from name heuristics and norms "
+                        f"are read as {(conv or spec.norm_convention).value}; pass --arch or --norm-convention")
+    elif detected.source == "names":
+        warnings.append(f"no config.json: architecture {spec.name!r} guessed from the tensor names; "
+                        "pass --arch to be sure")
+    tensors, entries, offsets = [], {}, {}
+    for entry in ckpt.entries.values():
+        if is_gguf:
+            hf = gguf_to_hf(spec, entry.name, n_layers or 0) if n_layers else None
+            name, gguf_name = hf or entry.name, entry.name
+        else:
+            name, gguf_name = entry.name, hf_to_gguf(spec, entry.name, n_layers or 0) if n_layers else None
+        c = spec.classify(name, conv)
+        if c.role is Role.OTHER and is_gguf and name == entry.name:
+            c = _classify_gguf(entry.name, spec, conv) or c
+        role, convention = c.role, c.convention
+        if role.is_norm and len(entry.shape) != 1:
+            role, convention = Role.OTHER, None  # a 2-D "norm" by name is not a norm gain
+        t = TensorInfo(name=name, source_name=entry.name, gguf_name=gguf_name, shape=entry.shape,
+                       dtype=entry.dtype, nbytes=entry.nbytes, role=role, component=c.component,
+                       layer=c.layer, convention=convention, param=c.param)
+        if t.name in entries:
+            warnings.append(f"{info.path}: tensor name {t.name!r} appears twice; the second is kept")
+        tensors.append(t)
+        entries[t.name] = entry
+        # ref: llama.cpp conversion/gemma.py norm_shift: "norm.weight" tensors get + 1 in GGUF
+        if is_gguf and role.is_norm and c.param == "weight" and spec.gguf_norm_offset \
+                and c.component is not Component.VISION:
+            offsets[t.name] = spec.gguf_norm_offset
+    names = {t.name for t in tensors}
+    tied = _tied(ckpt, spec.tied_embeddings, names, is_gguf)
+    return Model(info, ckpt, detected, tuple(tensors), n_layers, tied, warnings, entries, offsets)
+
+
+def _classify_gguf(name: str, spec: ArchSpec, conv: NormConvention | None) -> Classified | None:
+    """Roles from GGUF names, for tensors the spec's HF templates do not cover."""
+    for r in GGUF_RULES:
+        if r.pattern.search(name):
+            m = LAYER_INDEX.search(name)
+            c = (r.convention or conv or spec.norm_convention) if r.role.is_norm else None
+            return Classified(r.role, r.component, int(m.group(1)) if m else None, c, name.rsplit(".", 1)[-1])
+    return None
+
+
+def _n_layers(ckpt: Checkpoint, gguf_arch: str | None) -> int | None:
+    if gguf_arch:
+        n = ckpt.metadata.get(f"{gguf_arch}.block_count")
+        if isinstance(n, int):
+            return n
+    n = config_value(ckpt.config, "num_hidden_layers")
+    if isinstance(n, int):
+        return n
+    layers = [int(m.group(1)) for name in ckpt.entries if (m := LAYER_INDEX.search(name))]
+    return max(layers) + 1 if layers else None
+
+
+def _tied(ckpt: Checkpoint, default: bool, names: set[str], is_gguf: bool) -> bool:
+    has_head = "lm_head.weight" in names or "output.weight" in names
+    if is_gguf:
+        return not has_head
+    value = config_value(ckpt.config, "tie_word_embeddings")
+    if value is None:
+        return default and not has_head
+    return bool(value) and not has_head

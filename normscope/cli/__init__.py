@@ -1,0 +1,66 @@
+"""The `normscope` command: thin typer commands over the analysis API, one module per command.
+
+Exit codes: 0 success (every rule holds), 1 a rule failed, 2 bad input or usage. Errors are one
+line on stderr; `normscope --debug …` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import NormscopeError
+from .analyze import analyze
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(name="normscope", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Tell the truth about an LLM checkpoint: norm gains in their real convention, outliers, "
+                       "and what int4/int8/GGUF quantization will do, tensor by tensor.")
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        from .. import __version__
+
+        typer.echo(f"normscope {__version__}")
+        raise typer.Exit(0)
+
+
+app.command(no_args_is_help=False)(analyze)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: run the app, turn errors into one line and exit code 2."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args[:args.index(next((a for a in args if not a.startswith("-")), "")) + 1] \
+        if args else False
+    try:
+        code = app(args=args, prog_name="normscope", standalone_mode=False)
+    except typer.Abort:
+        sys.stderr.write("normscope: interrupted\n")
+        sys.exit(130)
+    except typer.TyperException as e:  # usage errors, exit code 2: one line, with where to look
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        sys.stderr.write(f"normscope: error: {e.format_message()}{hint}\n")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("normscope: interrupted\n")
+        sys.exit(130)
+    except (NormscopeError, OSError, ValueError, KeyError) as e:
+        if debug:
+            raise
+        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        sys.stderr.write(f"normscope: error: {message}\n")
+        sys.exit(2)
+    except Exception as e:  # a bug, not bad input: still one line unless --debug
+        if debug:
+            raise
+        sys.stderr.write(f"normscope: internal error: {type(e).__name__}: {e} (run `normscope --debug …` "
+                         "for the traceback and report it)\n")
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,116 @@
+"""Hugging Face hub ids: `org/name`, `org/name@revision`, `org/name:file.gguf`, through huggingface_hub.
+
+Only weights and configuration are fetched (never `*.bin` when safetensors exist), into the
+user's shared HF cache with the user's token; `HF_HUB_OFFLINE=1` serves from that cache alone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SourceNotFoundError
+
+__all__ = ["HubId", "parse_hub_id", "resolve_hub"]
+
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<rev>[\w./-]+?))?(?::(?P<file>[^:@]+))?$")
+
+CONFIG_PATTERNS = ["config.json", "generation_config.json", "adapter_config.json"]
+SAFETENSORS_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
+BIN_PATTERNS = ["*.bin", "*.bin.index.json", "*.pt", "*.pth"]
+
+
+@dataclass(frozen=True)
+class HubId:
+    repo_id: str
+    revision: str | None
+    filename: str | None
+
+
+def parse_hub_id(spec: str) -> HubId | None:
+    """`org/name[@rev][:file]` as a HubId, or None when `spec` is not shaped like one.
+
+    Example:
+        >>> parse_hub_id("google/gemma-3-270m-it@main")
+        HubId(repo_id='google/gemma-3-270m-it', revision='main', filename=None)
+    """
+    m = _HUB_ID.match(spec)
+    if not m or spec.startswith(("/", ".", "~")):
+        return None
+    return HubId(m["repo"], m["rev"], m["file"])
+
+
+def _choose_patterns(files: list[str], hub: HubId) -> list[str]:
+    """The allow-patterns for one repo listing: safetensors first, then one GGUF, then .bin."""
+    if hub.filename:
+        return [hub.filename, *CONFIG_PATTERNS]
+    if any(fnmatch.fnmatch(f, p) for f in files for p in SAFETENSORS_PATTERNS):
+        return SAFETENSORS_PATTERNS + CONFIG_PATTERNS
+    ggufs = [f for f in files if f.endswith(".gguf")]
+    if len(ggufs) == 1:
+        return ggufs + CONFIG_PATTERNS
+    if ggufs:
+        raise SourceNotFoundError(f"{hub.repo_id} holds {len(ggufs)} GGUF files and no safetensors; pick one "
+                                  f"with {hub.repo_id}:FILE, e.g. {hub.repo_id}:{ggufs[0]}")
+    if any(fnmatch.fnmatch(f, p) for f in files for p in BIN_PATTERNS):
+        return BIN_PATTERNS + CONFIG_PATTERNS
+    raise SourceNotFoundError(f"{hub.repo_id}: no weights found (no *.safetensors, *.gguf or *.bin files)")
+
+
+def resolve_hub(hub: HubId, token: str | bool | None = None, cache_dir: Path | None = None) -> Path:
+    """Download (or find in the cache) the files normscope needs and return the snapshot directory.
+
+    Args:
+        hub: the parsed hub id.
+        token: a token, or None for the usual places (HF_TOKEN, the saved login).
+        cache_dir: an HF cache directory, or None for the user's (HF_HOME / HF_HUB_CACHE).
+
+    Returns:
+        The local snapshot directory (or the single file when `hub.filename` was given).
+
+    Raises:
+        SourceNotFoundError: the repo, revision or file cannot be had: not found, gated without a
+            token, or not cached while offline. The message says which and what to do.
+    """
+    import huggingface_hub as hf
+    from huggingface_hub import errors
+
+    offline = hf.constants.HF_HUB_OFFLINE
+    try:
+        if offline:
+            files = None
+        else:
+            files = hf.HfApi().list_repo_files(hub.repo_id, revision=hub.revision, token=token)
+        patterns = _choose_patterns(files, hub) if files is not None else None
+        if patterns is None:  # offline: look at what the cache holds
+            folder = Path(hf.snapshot_download(hub.repo_id, revision=hub.revision, cache_dir=cache_dir,
+                                               local_files_only=True))
+            cached = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
+            _choose_patterns(cached, hub)  # same choice (and errors) as online
+        else:
+            folder = Path(hf.snapshot_download(hub.repo_id, revision=hub.revision, cache_dir=cache_dir,
+                                               token=token, allow_patterns=patterns))
+    except errors.GatedRepoError:
+        raise SourceNotFoundError(
+            f"{hub.repo_id} is gated: accept its license on huggingface.co, then log in with "
+            "`hf auth login` or set HF_TOKEN") from None
+    except errors.RepositoryNotFoundError:
+        raise SourceNotFoundError(f"{hub.repo_id}: no such repository on the hub (or it is private: "
+                                  "log in with `hf auth login` or set HF_TOKEN)") from None
+    except errors.RevisionNotFoundError:
+        raise SourceNotFoundError(f"{hub.repo_id}: revision {hub.revision!r} does not exist") from None
+    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled):
+        state = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+        raise SourceNotFoundError(f"{hub.repo_id}{'@' + hub.revision if hub.revision else ''} is not in the "
+                                  f"Hugging Face cache and {state}; download it once online") from None
+    except (OSError, errors.HfHubHTTPError) as e:
+        raise SourceNotFoundError(f"{hub.repo_id}: the hub could not be read ({type(e).__name__}: {e})") from None
+    if hub.filename:
+        target = folder / hub.filename
+        if not target.is_file():
+            raise SourceNotFoundError(f"{hub.repo_id}: no file {hub.filename!r} in revision "
+                                      f"{hub.revision or 'main'}")
+        return target
+    return folder

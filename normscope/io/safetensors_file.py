@@ -1,0 +1,177 @@
+"""safetensors files and HF-layout directories: header parsing with every claim checked.
+
+The header is parsed here rather than trusted to a library: its length must lie within the file,
+every tensor's offsets inside the data area, no two tensors may overlap, and shape × item size
+must equal the byte length, all before a single tensor byte is read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError, SourceNotFoundError
+from .checkpoint import Checkpoint, TensorEntry
+from .dtypes import numpy_dtype
+
+__all__ = ["SafetensorsCheckpoint", "read_header", "INDEX_NAME", "SINGLE_NAME"]
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # ref: safetensors MAX_HEADER_SIZE
+
+
+def read_header(file: Path) -> tuple[list[TensorEntry], dict[str, str]]:
+    """Parse and validate one safetensors file's header.
+
+    Returns:
+        The tensor entries in data order, and the `__metadata__` dict.
+
+    Raises:
+        CheckpointError: the header is malformed or claims bytes the file does not have.
+
+    Example:
+        >>> entries, meta = read_header(Path("model.safetensors"))
+    """
+    size = file.stat().st_size
+    where = f"{file}: "
+    if size < 8:
+        raise CheckpointError(f"{where}file is {size} bytes, too short for a safetensors header "
+                              "(8-byte length + JSON); the file is empty or truncated")
+    with open(file, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > size - 8:
+            raise CheckpointError(f"{where}header length {n} runs beyond the end of the file "
+                                  f"({size} bytes); the file is truncated or not safetensors")
+        if n > MAX_HEADER_BYTES:
+            raise CheckpointError(f"{where}header length {n} exceeds {MAX_HEADER_BYTES} bytes; not a safetensors file")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{where}header is not valid JSON ({e}); not a safetensors file") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{where}header is a JSON {type(header).__name__}, expected an object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{where}__metadata__ must map strings to strings")
+    data_start, data_size = 8 + n, size - 8 - n
+    entries = [_entry(file, name, info, data_start, data_size) for name, info in header.items()]
+    entries.sort(key=lambda e: (e.offset, e.offset + e.nbytes))
+    for a, b in zip(entries, entries[1:]):
+        if b.offset < a.offset + a.nbytes:
+            raise CheckpointError(f"{where}tensors {a.name!r} and {b.name!r} overlap in the data area")
+    return entries, metadata
+
+
+def _entry(file: Path, name: str, info: Any, data_start: int, data_size: int) -> TensorEntry:
+    where = f"{file}: tensor {name!r}: "
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{where}header entry is not an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    item = numpy_dtype(dtype, where=where).itemsize
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise CheckpointError(f"{where}shape {shape!r} is not a list of non-negative integers")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(type(o) is int for o in offsets)):
+        raise CheckpointError(f"{where}data_offsets {offsets!r} is not a [begin, end] pair of integers")
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_size:
+        raise CheckpointError(f"{where}data_offsets [{begin}, {end}] lie outside the data area of "
+                              f"{data_size} bytes; the file is truncated or corrupt")
+    expected = math.prod(shape) * item
+    if end - begin != expected:
+        raise CheckpointError(f"{where}shape {shape} × {dtype} ({item} B) needs {expected} bytes, "
+                              f"data_offsets give {end - begin}")
+    return TensorEntry(name, tuple(shape), dtype, file, data_start + begin, end - begin)
+
+
+def _load_json(file: Path, what: str) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{file}: malformed {what} ({e})") from None
+
+
+def load_config(directory: Path) -> dict[str, Any] | None:
+    """config.json of an HF directory, or None when there is none."""
+    cfg = directory / "config.json"
+    if not cfg.is_file():
+        return None
+    data = _load_json(cfg, "config.json")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{cfg}: malformed config.json (expected a JSON object)")
+    return data
+
+
+class SafetensorsCheckpoint(Checkpoint):
+    """One .safetensors file, or an HF directory with a single file or an index of shards."""
+
+    format = "safetensors"
+
+    @classmethod
+    def open_file(cls, file: Path) -> SafetensorsCheckpoint:
+        entries, meta = read_header(file)
+        return cls(file, (file,), entries, load_config(file.parent), {"__metadata__": meta})
+
+    @classmethod
+    def open_dir(cls, directory: Path) -> SafetensorsCheckpoint:
+        index = directory / INDEX_NAME
+        if index.is_file():
+            return cls._open_index(directory, index)
+        single = directory / SINGLE_NAME
+        files = [single] if single.is_file() else sorted(directory.glob("*.safetensors"))
+        if not files:
+            raise SourceNotFoundError(f"{directory}: no safetensors weights (expected {SINGLE_NAME} "
+                                      f"or {INDEX_NAME})")
+        entries, metas = [], {}
+        for f in files:
+            e, m = read_header(f)
+            entries += e
+            metas[f.name] = m
+        _no_duplicates(entries, directory)
+        return cls(directory, tuple(files), entries, load_config(directory), {"__metadata__": metas})
+
+    @classmethod
+    def _open_index(cls, directory: Path, index: Path) -> SafetensorsCheckpoint:
+        data = _load_json(index, INDEX_NAME)
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index}: malformed index, expected a 'weight_map' of tensor -> file")
+        shard_names = list(dict.fromkeys(weight_map.values()))
+        entries, metas, files = [], {}, []
+        for shard in shard_names:
+            file = directory / shard
+            if Path(shard).name != shard or not file.is_file():
+                raise CheckpointError(f"{index}: names shard {shard!r}, which is missing from {directory}")
+            found, metas[shard] = read_header(file)
+            by_name = {e.name: e for e in found}
+            wanted = [n for n, s in weight_map.items() if s == shard]
+            missing = [n for n in wanted if n not in by_name]
+            if missing:
+                raise CheckpointError(f"{file}: the index places {missing[0]!r} (and {len(missing) - 1} more) "
+                                      "in this shard but the shard does not hold it")
+            entries += found
+            files.append(file)
+        _no_duplicates(entries, directory)
+        return cls(directory, tuple(files), entries, load_config(directory), {"__metadata__": metas})
+
+    def _raw_dtype(self, entry: TensorEntry) -> np.dtype:
+        return numpy_dtype(entry.dtype)
+
+    def _decode(self, entry: TensorEntry, raw: memoryview, n_rows: int) -> np.ndarray:
+        values = np.frombuffer(raw, dtype=numpy_dtype(entry.dtype))
+        return values.astype(np.float32).reshape(n_rows, entry.row_len)
+
+
+def _no_duplicates(entries: list[TensorEntry], where: Path) -> None:
+    seen: dict[str, Path] = {}
+    for e in entries:
+        if e.name in seen:
+            raise CheckpointError(f"{where}: tensor {e.name!r} appears in both {seen[e.name].name} and {e.file.name}")
+        seen[e.name] = e.file

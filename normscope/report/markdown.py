@@ -1,0 +1,37 @@
+"""GitHub-flavoured Markdown: top tables that fit a PR comment or $GITHUB_STEP_SUMMARY."""
+
+from __future__ import annotations
+
+from ..results import AnalyzeResult
+from .tables import Table, analyze_header, analyze_tables
+
+__all__ = ["md_table", "analyze_markdown"]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(t: Table) -> str:
+    """One GFM table with its title as a heading; empty string when the table has no rows."""
+    if not t.rows:
+        return ""
+    align = [(t.align[i] if i < len(t.align) else ("l" if i == 0 else "r")) for i in range(len(t.headers))]
+    lines = [f"### {t.title}", "",
+             "| " + " | ".join(_cell(h) for h in t.headers) + " |",
+             "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t.rows]
+    return "\n".join(lines) + "\n"
+
+
+def analyze_markdown(r: AnalyzeResult, top: int = 10) -> str:
+    """The analyze report as Markdown: summary, top tables, every explanation."""
+    parts = ["## normscope analyze", ""]
+    parts += [f"- {line}" for line in analyze_header(r)]
+    parts += [f"- **warning**: {w}" for w in r.warnings]
+    parts.append("")
+    parts += [md for t in analyze_tables(r, top) if (md := md_table(t))]
+    if r.explanations:
+        parts.append(f"### Explanations ({len(r.explanations)})\n")
+        parts += [f"- **{e.severity}** `{e.tensor}`: {e.text}" for e in r.explanations]
+    return "\n".join(parts).rstrip() + "\n"

@@ -1,0 +1,59 @@
+"""Terminal rendering with rich, to a string (fixed width and no colour in tests)."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from ..results import AnalyzeResult
+from .tables import Table, analyze_header, analyze_tables
+
+__all__ = ["render_tables", "analyze_terminal"]
+
+_SEVERITY = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _console(width: int, color: bool) -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, width=width, color_system="truecolor" if color else None,
+                   force_terminal=color, highlight=False, emoji=False, soft_wrap=False), buf
+
+
+def _rich_table(t: Table) -> RichTable:
+    table = RichTable(title=t.title, title_justify="left", title_style="bold", header_style="bold",
+                      show_edge=False, pad_edge=False)
+    for i, h in enumerate(t.headers):
+        justify = (t.align[i] if i < len(t.align) else ("l" if i == 0 else "r"))
+        # the tensor name is what users grep for: never wrap it, let the numbers shrink instead
+        table.add_column(h, justify="left" if justify == "l" else "right", overflow="fold", no_wrap=(i == 0))
+    for row in t.rows:
+        table.add_row(*row)
+    return table
+
+
+def render_tables(header: list[str], tables: list[Table], notes: list[tuple[str, str]] = (),
+                  width: int = 120, color: bool = False) -> str:
+    """Header lines, tables, then (severity, text) notes, as terminal text."""
+    console, buf = _console(width, color)
+    for line in header:
+        console.print(line, style="bold red" if line.isupper() or line.startswith("NON-FINITE") else None)
+    for t in tables:
+        if t.rows:
+            console.print()
+            console.print(_rich_table(t))
+    for severity, text in notes:
+        console.print(f"[{severity}] {text}", style=_SEVERITY.get(severity), markup=False)
+    return buf.getvalue()
+
+
+def analyze_terminal(r: AnalyzeResult, top: int = 10, width: int = 120, color: bool = False,
+                     max_explanations: int = 12) -> str:
+    """The analyze summary as shown by `normscope analyze`."""
+    notes = [("warning", w) for w in r.warnings]
+    ranked = sorted(r.explanations, key=lambda e: {"error": 0, "warning": 1}.get(e.severity, 2))
+    notes += [(e.severity, f"{e.tensor}: {e.text}") for e in ranked[:max_explanations]]
+    if len(ranked) > max_explanations:
+        notes.append(("info", f"{len(ranked) - max_explanations} more explanations in --json / --md output"))
+    return render_tables(analyze_header(r), analyze_tables(r, top), notes, width, color)
