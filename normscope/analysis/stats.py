@@ -31,8 +31,9 @@ def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
     k = min(k, a.size)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-a, k - 1)[:k] if k < a.size else np.arange(a.size)
-    order = np.lexsort((part, -a[part]))
+    kth = np.partition(a, a.size - k)[a.size - k]
+    part = np.flatnonzero(a >= kth)  # every tie at the k-th value, so the lowest indices can win
+    order = np.lexsort((part, -a[part]))[:k]
     return part[order]
 
 
@@ -78,7 +79,8 @@ class WeightAccumulator:
         mean = float(finite.mean(dtype=np.float64)) if finite.size else 0.0
         std = float(finite.std(dtype=np.float64)) if finite.size else 0.0
         # shifting costs a pass; only worth it when the mean is not small against the spread
-        self.shift = mean if abs(mean) > 0.1 * std else 0.0
+        # float32, because the shift is applied in float32 and `moments` must add back the same value
+        self.shift = float(np.float32(mean)) if abs(mean) > 0.1 * std else 0.0
         self.tau = 0.5 * self.outlier_sigma * std
 
     def _sub_block(self, start: int, x: np.ndarray, sq: np.ndarray) -> None:

@@ -24,9 +24,9 @@ app = typer.Typer(name="normscope", add_completion=False, no_args_is_help=True, 
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
           version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
     if version:
-        from .. import __version__
+        from importlib.metadata import version as dist_version
 
-        typer.echo(f"normscope {__version__}")
+        typer.echo(f"normscope {dist_version('normscope')}")
         raise typer.Exit(0)
 
 

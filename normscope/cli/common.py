@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,9 +26,9 @@ TopOpt = typer.Option(10, "--top", min=1, help="Rows per table in the terminal a
 
 
 def stdout_console() -> Console:
-    """The report console: the terminal's width, or 140 columns when writing to a file or pipe."""
+    """The report console: the terminal's width, $COLUMNS, or 140 columns when writing to a file or pipe."""
     console = Console(highlight=False, soft_wrap=False)
-    if not console.is_terminal:
+    if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(highlight=False, soft_wrap=False, width=140)
     return console
 

@@ -1,0 +1,5 @@
+"""`python -m normscope` runs the CLI."""
+
+from .cli import main
+
+main()

