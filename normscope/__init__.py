@@ -9,14 +9,15 @@ Python API (each returns a result object with `to_dict()`):
 """
 
 from .analysis import analyze, open_model
+from .analysis.check import check
 from .errors import (CheckpointError, ConfigError, MissingExtraError, NormscopeError, OutputError,
                      SourceNotFoundError, UnknownNameError)
-from .results import AnalyzeResult, Component, NormConvention, Role
+from .results import AnalyzeResult, CheckResult, Component, NormConvention, Role
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AnalyzeResult", "CheckpointError", "Component", "ConfigError", "MissingExtraError", "NormConvention",
+    "AnalyzeResult", "CheckResult", "CheckpointError", "Component", "ConfigError", "MissingExtraError", "NormConvention",
     "NormscopeError", "OutputError", "Role", "SourceNotFoundError", "UnknownNameError", "__version__",
-    "analyze", "open_model",
+    "analyze", "check", "open_model",
 ]

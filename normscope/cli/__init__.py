@@ -12,6 +12,7 @@ import typer
 
 from ..errors import NormscopeError
 from .analyze import analyze
+from .check import check
 
 __all__ = ["app", "main"]
 
@@ -31,6 +32,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
 
 
 app.command(no_args_is_help=False)(analyze)
+app.command(no_args_is_help=False)(check)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,71 @@
+"""`normscope check`: exit 0 when every rule holds, 1 when one fails, 2 on bad input or configuration."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from ..analysis.check import check as run_check
+from ..errors import ConfigError
+from ..report import to_json
+from ..report.check import check_annotations, check_junit, check_markdown, check_terminal
+from .common import ArchOpt, JsonOpt, MdOpt, QuietOpt, TopOpt, print_report, progress_bar, write_outputs
+
+
+def _rule_pairs(pairs: list[str] | None) -> dict[str, float | bool]:
+    out: dict[str, float | bool] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--rule {pair!r}: expected NAME=VALUE, e.g. --rule max_kurtosis=50")
+        low = value.strip().lower()
+        if low in ("true", "false", "off"):
+            out[name.strip()] = low == "true"
+            continue
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--rule {pair!r}: {value!r} is not a number, true or false") from None
+    return out
+
+
+def check(
+    model: str = typer.Argument(None, help="What analyze accepts; default: the embedded Gemma 3 270M."),
+    max_effective_gamma: float = typer.Option(None, help="Fail when a norm's largest |gain| (its own "
+                                              "convention) exceeds this."),
+    max_abs_weight: float = typer.Option(None, help="Fail when a non-norm tensor's largest |w| exceeds this."),
+    max_kurtosis: float = typer.Option(None, help="Fail when a weight matrix's excess kurtosis exceeds this."),
+    max_outlier_ratio: float = typer.Option(None, help="Fail when |w|max/σ of a weight matrix exceeds this."),
+    max_norm_drift: float = typer.Option(None, help="Fail when a norm's max |gain| moved more than this "
+                                         "fraction from the baseline."),
+    max_std_drift: float = typer.Option(None, help="Fail when a weight's σ moved more than this fraction."),
+    nan_inf: bool = typer.Option(None, "--no-nan-inf/--allow-nan-inf", help="Fail on NaN/Inf (on by default)."),
+    rule: list[str] = typer.Option(None, "--rule", help="Any rule as NAME=VALUE (repeatable)."),
+    baseline: Path = typer.Option(None, "--baseline", help="Earlier JSON from check/analyze for drift rules."),
+    write_baseline: Path = typer.Option(None, "--write-baseline", help="Record this run's measurements here."),
+    config: Path = typer.Option(None, "--config", help="TOML rule settings (override pyproject.toml)."),
+    no_pyproject: bool = typer.Option(False, "--no-pyproject", help="Ignore [tool.normscope.check]."),
+    arch: str = ArchOpt,
+    junit: Path = typer.Option(None, "--junit", help="Write JUnit XML here."),
+    json_path: Path = JsonOpt,
+    md_path: Path = MdOpt,
+    top: int = TopOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Gate a checkpoint on rules (CI): exit 0 all hold, 1 a rule failed, 2 bad input or configuration."""
+    rules = {"max_effective_gamma": max_effective_gamma, "max_abs_weight": max_abs_weight,
+             "max_kurtosis": max_kurtosis, "max_outlier_ratio": max_outlier_ratio, "max_norm_drift": max_norm_drift,
+             "max_std_drift": max_std_drift, "no_nan_inf": nan_inf, **_rule_pairs(rule)}
+    with progress_bar("checking", not quiet) as progress:
+        result = run_check(model, baseline=baseline, config_file=config, use_pyproject=not no_pyproject,
+                           arch=arch, progress=progress, **rules)
+    to_stdout = write_outputs({json_path: lambda: to_json(result), md_path: lambda: check_markdown(result, top),
+                               junit: lambda: check_junit(result), write_baseline: lambda: to_json(result)})
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        sys.stdout.write(check_annotations(result))
+    print_report(lambda width, color: check_terminal(result, top, width, color), quiet or to_stdout)
+    raise typer.Exit(0 if result.passed else 1)
+

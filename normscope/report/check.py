@@ -1,0 +1,91 @@
+"""check results as terminal/Markdown tables, JUnit XML, and GitHub Actions annotations."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from xml.etree import ElementTree as ET
+
+from ..results import CheckResult
+from .fmt import count, num
+from .markdown import md_table
+from .tables import Table
+from .terminal import render_tables
+
+__all__ = ["check_tables", "check_terminal", "check_markdown", "check_junit", "check_annotations"]
+
+
+def _threshold(t) -> str:
+    if isinstance(t, bool):
+        return "on" if t else "off"
+    if isinstance(t, dict):
+        return ", ".join(f"{k} {num(v)}" for k, v in t.items())
+    return num(t) if isinstance(t, (int, float)) else str(t)
+
+
+def check_header(r: CheckResult) -> list[str]:
+    verdict = "PASSED" if r.passed else f"FAILED: {len(r.failures)} failure(s)"
+    lines = [f"normscope check {r.source.spec or r.source.path}: {verdict}"]
+    if r.baseline:
+        lines.append(f"baseline: {r.baseline}")
+    return lines
+
+
+def check_tables(r: CheckResult, top: int = 20) -> list[Table]:
+    rules = Table("Rules", ("rule", "threshold", "from", "tensors checked", "failed"),
+                  tuple((o.rule, _threshold(o.threshold), o.source, count(o.checked), count(o.failed))
+                        for o in r.rules), "lllrr")
+    fails = Table(f"Failures (top {min(top, len(r.failures))} of {len(r.failures)})",
+                  ("rule", "tensor", "value", "threshold"),
+                  tuple((f.rule, f.tensor, num(f.value), _threshold(f.threshold)) for f in r.failures[:top]), "llrr")
+    return [rules, fails]
+
+
+def check_terminal(r: CheckResult, top: int = 20, width: int = 120, color: bool = False) -> str:
+    notes = [("warning", w) for w in r.warnings]
+    return render_tables(check_header(r), check_tables(r, top), notes, width, color)
+
+
+def check_markdown(r: CheckResult, top: int = 20) -> str:
+    icon = "✅" if r.passed else "❌"
+    parts = [f"## {icon} normscope check", ""] + [f"- {line}" for line in check_header(r)]
+    parts += [f"- **warning**: {w}" for w in r.warnings] + [""]
+    parts += [md for t in check_tables(r, top) if (md := md_table(t))]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def check_junit(r: CheckResult) -> str:
+    """JUnit XML: one test case per rule and tensor role (group), failures listing each tensor."""
+    by_case: dict[tuple[str, str], list] = defaultdict(list)
+    for f in r.failures:
+        by_case[(f.rule, f.role)].append(f)
+    cases = [(o.rule, role) for o in r.rules for role in sorted(o.checked_by_role)]
+    suites = ET.Element("testsuites")
+    suite = ET.SubElement(suites, "testsuite", name="normscope check", tests=str(len(cases)),
+                          failures=str(sum(1 for c in cases if by_case.get(c))), errors="0", skipped="0",
+                          time="0")
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="source", value=r.source.spec or r.source.path)
+    for rule, role in cases:
+        case = ET.SubElement(suite, "testcase", classname=f"normscope.{rule}", name=f"{rule}[{role}]", time="0")
+        bad = by_case.get((rule, role))
+        if bad:
+            failure = ET.SubElement(case, "failure", type=rule,
+                                    message=f"{len(bad)} tensor(s) fail {rule}: {bad[0].tensor} {bad[0].message}")
+            failure.text = "\n".join(f"{f.tensor}: {f.message}" for f in bad)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def _escape(text: str) -> str:
+    # ref: GitHub Actions workflow commands: '%', CR and LF are escaped in messages
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def check_annotations(r: CheckResult, limit: int = 50) -> str:
+    """GitHub Actions workflow commands: one ::error line per failure (first `limit`)."""
+    lines = []
+    for f in r.failures[:limit]:
+        lines.append(f"::error title=normscope {f.rule}::{_escape(f'{f.tensor}: {f.rule} {f.message}')}")
+    if len(r.failures) > limit:
+        lines.append(f"::error title=normscope::{len(r.failures) - limit} more failures in the report")
+    return "\n".join(lines) + ("\n" if lines else "")
