@@ -64,3 +64,20 @@ def _env(gemma_hf: Path, tmp_path: Path) -> dict[str, str]:
 
     (tmp_path / "gemma-3-270m-hf").symlink_to(gemma_hf)  # the tour names the HF export by this path
     return {**os.environ, "COLUMNS": "130"}
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.+?)```", README, re.S)
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_python_blocks_run(index, gemma_gguf, gemma_hf, tmp_path, monkeypatch, capsys):
+    """Every ```python block of the README runs as written (in a directory holding gemma-3-270m-hf)."""
+    (tmp_path / "gemma-3-270m-hf").symlink_to(gemma_hf)
+    monkeypatch.chdir(tmp_path)
+    code = python_blocks()[index]
+    exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+    out = capsys.readouterr().out
+    for line in code.splitlines():  # `print(...)  # expected` comments must match what was printed
+        if line.startswith("print(") and "#" in line:
+            assert line.split("#", 1)[1].strip() in out
