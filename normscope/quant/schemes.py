@@ -1,0 +1,95 @@
+"""Schemes users name (`Q4_K_M`, `int4`, `fp8_block`, …) and the per-tensor format each one chooses.
+
+A GGUF scheme is a llama.cpp file type and follows llama-quantize's plan (plan.py). Every other
+scheme applies one simulated format to the 2-D Linear weights of the decoder blocks, as optimum-quanto,
+GPTQ and AWQ do: norms, biases and embeddings are never quantized, and neither is lm_head (GPTQ/AWQ
+leave it unquantized by default; pass `include_lm_head=True` to count it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import UnknownNameError
+from ..results import Role
+from .base import FORMATS, GGMLFormat
+from .plan import FILE_TYPES, ModelFacts, PlannedTensor, plan_types
+
+__all__ = ["TensorSpec", "SCHEMES", "scheme_names", "plan_scheme", "is_gguf_scheme"]
+
+LINEAR_ROLES = {Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_QKV, Role.ATTN_O, Role.MLP_GATE, Role.MLP_UP,
+                Role.MLP_GATE_UP, Role.MLP_DOWN}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a plan needs to know of one tensor."""
+
+    name: str
+    gguf_name: str | None
+    shape: tuple[int, ...]
+    role: Role
+
+
+def _sim_schemes() -> dict[str, str]:
+    return {name: fmt.description for name, fmt in FORMATS.items() if not issubclass(fmt, GGMLFormat)}
+
+
+SCHEMES: dict[str, str] = {**{ft: f"llama.cpp file type {ft} (llama-quantize's per-tensor plan)"
+                              for ft in FILE_TYPES if ft not in ("F32",)}, **_sim_schemes()}
+
+
+def scheme_names() -> list[str]:
+    return list(SCHEMES)
+
+
+def is_gguf_scheme(scheme: str) -> bool:
+    return scheme in FILE_TYPES
+
+
+def plan_scheme(scheme: str, tensors: Sequence[TensorSpec], facts: ModelFacts | None = None, *,
+                include_lm_head: bool = False, overrides: Sequence[tuple[str, str]] = ()
+                ) -> dict[str, PlannedTensor]:
+    """The format each tensor gets under `scheme` (None: not quantized, with the reason).
+
+    Args:
+        scheme: a name of SCHEMES.
+        tensors: the model's tensors; GGUF schemes need `gguf_name` (tensors without one are not quantized).
+        facts: architecture facts for GGUF plans (layer and head counts).
+        include_lm_head: quantize an untied lm_head under simulated schemes.
+        overrides: llama-quantize `--tensor-type` pairs (regex, type) for GGUF schemes.
+
+    Raises:
+        UnknownNameError: an unknown scheme, listing the valid ones.
+    """
+    if scheme not in SCHEMES:
+        raise UnknownNameError("scheme", scheme, SCHEMES)
+    if is_gguf_scheme(scheme):
+        mapped = [t for t in tensors if t.gguf_name]
+        facts = facts or ModelFacts("unknown", n_layer=1 + max((0, *(_block(t.gguf_name) for t in mapped))))
+        by_gguf = plan_types([(t.gguf_name, t.shape) for t in mapped], scheme, facts, overrides=overrides)
+        out = {t.name: by_gguf[t.gguf_name] for t in mapped}
+        for t in tensors:
+            if not t.gguf_name:
+                out[t.name] = PlannedTensor(t.name, None, "no GGUF name: not part of a llama.cpp conversion")
+        return out
+    fmt = FORMATS[scheme]
+    out = {}
+    for t in tensors:
+        if t.role in LINEAR_ROLES or (include_lm_head and t.role is Role.LM_HEAD):
+            if len(t.shape) < 2:
+                out[t.name] = PlannedTensor(t.name, None, "bias: never quantized")
+            else:
+                out[t.name] = PlannedTensor(t.name, fmt.name, f"{scheme}: Linear weight")
+        else:
+            kind = {Role.EMBEDDING: "embedding", Role.LM_HEAD: "lm_head"}.get(t.role)
+            kind = kind or ("norm" if t.role.is_norm else "not a decoder Linear")
+            out[t.name] = PlannedTensor(t.name, None, f"{kind}: not quantized by {scheme}")
+    return out
+
+
+def _block(gguf_name: str | None) -> int:
+    if gguf_name and gguf_name.startswith("blk."):
+        return int(gguf_name.split(".")[1])
+    return 0

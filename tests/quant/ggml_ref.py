@@ -1,0 +1,44 @@
+"""llama.cpp's own quantizer through ctypes: `ggml_quantize_chunk` from llama-cpp-python's libggml-base.
+
+The library is the ggml that llama-cpp-python built from llama.cpp's sources (.ci/run builds it with
+GGML_NATIVE=OFF, the portable flags). Without an importance matrix ggml_quantize_chunk calls
+quantize_row_*_ref, the reference algorithm llama-quantize uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+
+@lru_cache(maxsize=1)
+def _lib() -> ctypes.CDLL:
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None:
+        raise ImportError("llama-cpp-python is not installed (test extra)")
+    path = next((Path(spec.origin).parent / "lib").glob("libggml-base.so*"))
+    lib = ctypes.CDLL(str(path))
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_init.argtypes = [ctypes.c_int]
+    return lib
+
+
+def ggml_quantize(x: np.ndarray, type_name: str) -> np.ndarray:
+    """(rows, n_per_row) float32 -> uint8 (rows, bytes per row), exactly as llama.cpp writes them."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows, n = x.reshape(-1, x.shape[-1]).shape
+    qtype = gguf.GGMLQuantizationType[type_name]
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    out = np.zeros((rows, n // block * size), dtype=np.uint8)
+    lib = _lib()
+    lib.ggml_quantize_init(int(qtype))
+    written = lib.ggml_quantize_chunk(int(qtype), x.ctypes.data, out.ctypes.data, 0, rows, n, None)
+    assert written == out.nbytes
+    return out
