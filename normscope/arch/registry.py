@@ -66,6 +66,14 @@ DECODER_FEEDS = (
     Feed(R.NORM_FINAL, (R.LM_HEAD,), None),
 )
 
+# Gemma 2/3 sandwich: post_attention_layernorm normalises o_proj's output, post_feedforward_layernorm
+# down_proj's, before the residual add; each gain then weighs that linear's output rows.
+# ref: transformers Gemma3DecoderLayer.forward (hidden = self.post_attention_layernorm(self_attn(...)))
+SANDWICH_FEEDS = DECODER_FEEDS + (
+    Feed(R.NORM_POST_ATTN, (R.ATTN_O,), 0, "out"),
+    Feed(R.NORM_POST_FFN, (R.MLP_DOWN,), 0, "out"),
+)
+
 _BLOCK = "model.layers.{bid}."
 LLAMA_TEMPLATES = (
     "model.embed_tokens", "model.norm", "lm_head",
@@ -87,8 +95,9 @@ MULTIMODAL_PREFIXES = (
 
 
 def _decoder(name: str, description: str, convention: NormConvention, norms: tuple, **kw) -> ArchSpec:
+    feeds = SANDWICH_FEEDS if any(r.role is R.NORM_POST_FFN for r in norms) else DECODER_FEEDS
     return ArchSpec(name=name, description=description, norm_convention=convention,
-                    rules=norms + DECODER_LINEARS, feeds=DECODER_FEEDS, **kw)
+                    rules=norms + DECODER_LINEARS, feeds=feeds, **kw)
 
 
 SPECS: dict[str, ArchSpec] = {s.name: s for s in (

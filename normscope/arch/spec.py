@@ -35,11 +35,16 @@ def rule(pattern: str, role: Role, component: Component = Component.TEXT,
 
 @dataclass(frozen=True)
 class Feed:
-    """`norm` (in block L) scales the input columns of `linears` in block L + layer_delta."""
+    """`norm` (in block L) scales the input columns of `linears` in block L + layer_delta.
+
+    With axis "out" the norm comes right *after* the linear (Gemma's sandwich post-norms): the
+    linear's output rows are normalised and then scaled by the gain, so the gain weighs its rows.
+    """
 
     norm: Role
     linears: tuple[Role, ...]
-    layer_delta: int | None = 0  # None: not per block (final norm -> lm_head)
+    layer_delta: int | None = 0  # None: a norm outside the blocks (final -> lm_head, BERT embeddings -> block 0)
+    axis: str = "in"  # "in": gain per input column; "out": gain per output row
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ import numpy as np
 
 from . import fp8, integer, kquants, legacy  # noqa: F401  (registers the formats)
 from .base import FORMATS, GGMLFormat, QuantFormat, SimFormat, get_format
-from .health import BlockHealth, block_health
+from .health import BlockHealth, block_health, block_scales
 from .layouts import LAYOUTS, QK_K, Layout
 from .plan import FILE_TYPES, ModelFacts, PlannedTensor, plan_types, tensor_category
 from .schemes import SCHEMES, TensorSpec, is_gguf_scheme, plan_scheme, scheme_names
 
 __all__ = [
-    "BlockHealth", "FILE_TYPES", "FORMATS", "GGMLFormat", "LAYOUTS", "Layout", "ModelFacts", "PlannedTensor", "QK_K",
+    "BlockHealth", "FILE_TYPES", "block_scales", "FORMATS", "GGMLFormat", "LAYOUTS", "Layout", "ModelFacts", "PlannedTensor", "QK_K",
     "QuantFormat", "SCHEMES", "SimFormat", "TensorSpec", "block_health", "dequantize_blocks", "fake_quantize",
     "get_format", "is_gguf_scheme", "plan_scheme", "plan_types", "quantize_blocks", "scheme_names",
     "tensor_category",
@@ -52,9 +52,10 @@ def dequantize_blocks(blocks: np.ndarray, fmt: str, shape: tuple[int, ...]) -> n
     return _ggml(fmt).dequantize_blocks(blocks, tuple(shape))
 
 
-def fake_quantize(x: np.ndarray, fmt: str) -> np.ndarray:
+def fake_quantize(x: np.ndarray, fmt: str, tensor_absmax: float | None = None) -> np.ndarray:
     """`x` stored in `fmt` and read back (float32, same shape): the error a format leaves.
 
-    For ggml types this is exactly `dequantize_blocks(quantize_blocks(x))`.
+    For ggml types this is exactly `dequantize_blocks(quantize_blocks(x))`. Per-tensor formats (fp8,
+    int*_sym_tensor) fed one chunk of a tensor need the whole tensor's max |x| as `tensor_absmax`.
     """
-    return get_format(fmt).fake_quantize(x)
+    return get_format(fmt).fake_quantize(x, tensor_absmax)

@@ -25,6 +25,10 @@ BATCH_VALUES = 1 << 20  # values quantized per kernel call: ~1 MiB float32 array
 class QuantFormat:
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    # a chunk of rows handed to fake_quantize must hold a multiple of this many rows (fp8_block: 128)
+    row_multiple: ClassVar[int] = 1
+    # True: one scale for the whole tensor, so a chunk needs the tensor's max |x| (`tensor_absmax`)
+    per_tensor: ClassVar[bool] = False
 
     def __init_subclass__(cls, name: str | None = None, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -33,9 +37,18 @@ class QuantFormat:
             FORMATS[name] = cls
 
     @classmethod
-    def fake_quantize(cls, x: np.ndarray) -> np.ndarray:
-        """What the format stores, read back as float32, same shape as `x` (rows along the last axis)."""
+    def fake_quantize(cls, x: np.ndarray, tensor_absmax: float | None = None) -> np.ndarray:
+        """What the format stores, read back as float32, same shape as `x` (rows along the last axis).
+
+        `tensor_absmax` is the whole tensor's max |x| for per-tensor formats fed a chunk at a time
+        (None: taken from `x`); other formats ignore it.
+        """
         raise NotImplementedError
+
+    @classmethod
+    def group_length(cls, row_len: int) -> int:
+        """Values along a row that share one scale (a ggml block, a quanto group, a whole row)."""
+        return row_len
 
     @classmethod
     def bits_per_weight(cls, shape: tuple[int, ...]) -> float:
@@ -96,9 +109,13 @@ class GGMLFormat(QuantFormat):
         return cls._dequantize(raw).reshape(shape)
 
     @classmethod
-    def fake_quantize(cls, x: np.ndarray) -> np.ndarray:
+    def fake_quantize(cls, x: np.ndarray, tensor_absmax: float | None = None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         return cls.dequantize_blocks(cls.quantize_blocks(x), x.shape)
+
+    @classmethod
+    def group_length(cls, row_len: int) -> int:
+        return cls.layout().block_size
 
     @classmethod
     def bits_per_weight(cls, shape: tuple[int, ...] = ()) -> float:

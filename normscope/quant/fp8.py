@@ -27,11 +27,13 @@ def _cast(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 class FP8Tensor(SimFormat, name="fp8"):
     description = "FP8 E4M3, one float32 scale per tensor"
+    per_tensor = True
 
     @classmethod
-    def fake_quantize(cls, x):
+    def fake_quantize(cls, x, tensor_absmax=None):
         x = np.asarray(x, dtype=F)
-        return _cast(x, np.abs(x).max() / E4M3_MAX)
+        amax = np.abs(x).max() if tensor_absmax is None else F(tensor_absmax)
+        return _cast(x, amax / E4M3_MAX)
 
     @classmethod
     def bits_per_weight(cls, shape):
@@ -43,7 +45,11 @@ class FP8Block(SimFormat, name="fp8_block"):
     row_multiple = BLOCK  # callers must hand over whole 128-row tiles
 
     @classmethod
-    def fake_quantize(cls, x):
+    def group_length(cls, row_len: int) -> int:
+        return min(BLOCK, row_len)
+
+    @classmethod
+    def fake_quantize(cls, x, tensor_absmax=None):
         x = np.asarray(x, dtype=F)
         rows = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
         r, c = rows.shape

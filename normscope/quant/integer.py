@@ -51,7 +51,7 @@ class QuantoInt8(SimFormat, name="int8"):
     description = "optimum-quanto qint8: symmetric absmax per output channel"
 
     @classmethod
-    def fake_quantize(cls, x):
+    def fake_quantize(cls, x, tensor_absmax=None):
         rows = _rows(x)
         scale = np.abs(rows).max(axis=1, keepdims=True) / F(127)
         q = np.clip(np.rint(rows / _safe(scale)), -128, 127)
@@ -70,7 +70,11 @@ class QuantoAffine(SimFormat):
         return quanto_group_size(row_len) or row_len
 
     @classmethod
-    def fake_quantize(cls, x):
+    def group_length(cls, row_len: int) -> int:
+        return cls.group(row_len)
+
+    @classmethod
+    def fake_quantize(cls, x, tensor_absmax=None):
         rows = _rows(x)
         g = cls.group(rows.shape[1])
         groups = rows.reshape(-1, g)  # quanto groups along the input dim of each output row
@@ -108,15 +112,21 @@ class SymmetricRTN(SimFormat):
             raise ConfigError(f"{cls.name}: rows of {row} values are not whole groups of {cls.group_size}")
 
     @classmethod
-    def fake_quantize(cls, x):
+    def group_length(cls, row_len: int) -> int:
+        return row_len if cls.per_tensor else (cls.group_size or row_len)
+
+    @classmethod
+    def fake_quantize(cls, x, tensor_absmax=None):
         rows = _rows(x)
         cls.check_shape(rows.shape)
         maxq = 2 ** cls.bits - 1
         if cls.per_tensor:
             groups = rows.reshape(1, -1)
+            xmax = np.abs(groups).max(axis=1, keepdims=True) if tensor_absmax is None \
+                else np.full((1, 1), tensor_absmax, F)
         else:
             groups = rows.reshape(-1, cls.group_size or rows.shape[1])
-        xmax = np.abs(groups).max(axis=1, keepdims=True)
+            xmax = np.abs(groups).max(axis=1, keepdims=True)
         scale = F(2) * xmax / F(maxq)
         zero = F((maxq + 1) // 2)
         q = np.clip(np.rint(groups / _safe(scale)) + zero, 0, maxq)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Layout", "LAYOUTS", "QK_K"]
+__all__ = ["Layout", "LAYOUTS", "QK_K", "SCALE_OFFSET"]
 
 QK_K = 256  # values per K-quant super-block
 
@@ -35,4 +35,12 @@ LAYOUTS: dict[str, Layout] = {
     "Q4_K": Layout(QK_K, 2 + 2 + 12 + 128),  # d, dmin, scales[12], qs[128]
     "Q5_K": Layout(QK_K, 2 + 2 + 12 + 32 + 128),  # d, dmin, scales[12], qh[32], qs[128]
     "Q6_K": Layout(QK_K, 128 + 64 + 16 + 2),  # ql[128], qh[64], scales[16], d
+}
+
+# Byte offset of each block's fp16 scale d (the step every level multiplies) in the layouts above.
+# ref: ggml-common.h field order (Q2_K: scales[16], qs[64], d; Q3_K: hmask[32], qs[64], scales[12], d;
+# Q6_K: ql[128], qh[64], scales[16], d)
+SCALE_OFFSET: dict[str, int] = {
+    "Q4_0": 0, "Q4_1": 0, "Q5_0": 0, "Q5_1": 0, "Q8_0": 0,
+    "Q2_K": 80, "Q3_K": 108, "Q4_K": 0, "Q5_K": 0, "Q6_K": 208,
 }

@@ -1,0 +1,99 @@
+"""Exact percentiles of a stream of non-negative float32 values, in bounded memory.
+
+Values are binned by the top 16 bits of their float32 pattern (for non-negative floats the bit
+pattern orders like the value, so a bin is a contiguous value range of relative width 2^-7). The
+first chunk, which the caller hands over whole, fixes a window of bins around each wanted rank; from
+then on only values inside the windows are kept. At the end, each percentile's two order statistics
+are read from the kept values of its bin: exact, numpy's linear interpolation. If a wanted rank ends up
+outside its window (the distribution drifted between chunks), `missing()` says so and the caller makes
+a second pass with `refine()`, which keeps exactly the values of the bins needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ExactQuantiles", "PERCENTILES"]
+
+PERCENTILES = (50.0, 95.0, 99.0, 99.9)
+N_BINS = 1 << 15  # non-negative float32: the sign bit is 0
+WINDOW = 3  # bins kept on each side of a rank's bin estimated from the first chunk
+SUB = 1 << 20  # values binned per bincount call (its intp copy stays ~8 MiB)
+
+
+def _bins(values: np.ndarray) -> np.ndarray:
+    return (values.view(np.uint32) >> 16).astype(np.int64)
+
+
+class ExactQuantiles:
+    """Feed float32 values ≥ 0 (NaN excluded by the caller) with `update`, then read `result()`."""
+
+    def __init__(self, n_total: int, percentiles: tuple[float, ...] = PERCENTILES):
+        self.n = n_total
+        self.percentiles = percentiles
+        positions = [p / 100.0 * (n_total - 1) for p in percentiles]
+        self.ranks = sorted({int(np.floor(x)) for x in positions} | {int(np.ceil(x)) for x in positions})
+        self.hist = np.zeros(N_BINS, dtype=np.int64)
+        self.keep: np.ndarray | None = None  # bool (N_BINS,): bins whose values are kept
+        self.kept: list[np.ndarray] = []
+        self.seen = 0
+
+    def update(self, values: np.ndarray) -> None:
+        flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        if self.keep is None:
+            if flat.size == self.n:  # the whole stream at once: no windows needed
+                self.kept = [flat.copy()]
+                self.keep = np.ones(N_BINS, dtype=bool)
+                self.hist += np.bincount(_bins(flat), minlength=N_BINS)
+                self.seen += flat.size
+                return
+            self.keep = self._windows(flat)
+        for i in range(0, flat.size, SUB):
+            part = flat[i:i + SUB]
+            bins = _bins(part)
+            self.hist += np.bincount(bins, minlength=N_BINS)
+            inside = self.keep[bins]
+            if inside.any():
+                self.kept.append(part[inside])
+        self.seen += flat.size
+
+    def _windows(self, first: np.ndarray) -> np.ndarray:
+        """Bins around each wanted rank, estimated from the first chunk's distribution."""
+        keep = np.zeros(N_BINS, dtype=bool)
+        cum = np.cumsum(np.bincount(_bins(first), minlength=N_BINS))
+        for r in self.ranks:
+            b = int(np.searchsorted(cum, r * first.size / self.n, side="right"))
+            keep[max(0, b - WINDOW):min(N_BINS, b + WINDOW + 1)] = True
+        return keep
+
+    def _rank_bins(self) -> dict[int, int]:
+        cum = np.cumsum(self.hist)
+        return {r: int(np.searchsorted(cum, r, side="right")) for r in self.ranks}
+
+    def missing(self) -> bool:
+        """True when a wanted order statistic lies in a bin whose values were not kept."""
+        return any(not self.keep[b] for b in self._rank_bins().values()) if self.keep is not None else False
+
+    def refine(self) -> None:
+        """Start a second pass: keep exactly the bins of the wanted ranks; feed every value again."""
+        self.keep = np.zeros(N_BINS, dtype=bool)
+        self.keep[list(self._rank_bins().values())] = True
+        self.kept, self.hist, self.seen = [], np.zeros(N_BINS, dtype=np.int64), 0
+
+    def result(self) -> dict[float, float]:
+        """{percentile: value}, numpy's linear interpolation between order statistics."""
+        if self.n == 0:
+            return {p: float("nan") for p in self.percentiles}
+        kept = np.sort(np.concatenate(self.kept)) if self.kept else np.zeros(0, np.float32)
+        kept_bins = _bins(kept)
+        starts = np.concatenate([[0], np.cumsum(self.hist)[:-1]])
+        value = {}
+        for r, b in self._rank_bins().items():
+            first = int(np.searchsorted(kept_bins, b, side="left"))  # kept values of bin b, sorted
+            value[r] = float(kept[first + (r - int(starts[b]))])
+        out = {}
+        for p in self.percentiles:
+            x = p / 100.0 * (self.n - 1)
+            lo, hi = int(np.floor(x)), int(np.ceil(x))
+            out[p] = value[lo] + (value[hi] - value[lo]) * (x - lo)
+        return out
