@@ -289,6 +289,7 @@ class Failure(ResultBase):
     value: float
     threshold: Any
     message: str
+    scheme: str | None = None  # quantization rules: the scheme whose simulation failed
 
 
 @dataclasses.dataclass(frozen=True)

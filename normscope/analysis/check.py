@@ -11,14 +11,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnknownNameError
+from ..quant import SCHEMES
 from ..results import CheckResult, Failure, ProgressFn, RuleOutcome
 from .analyze import analyze_model
 from .check_config import CheckConfig, load_check_config
 from .model import open_model
 from .rules import RULES
+from .simulate import simulate_model
 
-__all__ = ["check", "evaluate", "load_baseline"]
+__all__ = ["check", "evaluate", "load_baseline", "baseline_measurements", "simulate_schemes"]
 
 
 def _matches(name: str, glob: str) -> bool:
@@ -26,10 +28,12 @@ def _matches(name: str, glob: str) -> bool:
 
 
 def load_baseline(path: Path | str) -> dict[str, Any]:
-    """The analyze document of a baseline JSON (from analyze, or from check's measurements).
+    """The measurements of a baseline JSON: {"analyze": doc or None, "simulate": doc or None}.
+
+    A baseline is an earlier `check` JSON (its `measurements`), an `analyze` JSON, or a `simulate` JSON.
 
     Raises:
-        ConfigError: unreadable file, not JSON, or not a normscope analyze/check document.
+        ConfigError: unreadable file, not JSON, or not a normscope analyze/simulate/check document.
     """
     path = Path(path)
     try:
@@ -38,20 +42,42 @@ def load_baseline(path: Path | str) -> dict[str, Any]:
         raise ConfigError(f"{path}: baseline not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: baseline is not readable JSON ({e})") from None
+    return baseline_measurements(doc, str(path))
+
+
+def baseline_measurements(doc: Any, where: str = "baseline") -> dict[str, Any]:
+    """{"analyze": …, "simulate": …} from a check, analyze or simulate document (dict form)."""
     kind = doc.get("schema") if isinstance(doc, dict) else None
+    found: dict[str, Any] = {"analyze": None, "simulate": None}
     if kind == "normscope.check":
-        doc = doc.get("measurements", {}).get("analyze")
-        kind = doc.get("schema") if isinstance(doc, dict) else None
-    if kind != "normscope.analyze" or not isinstance(doc.get("tensors"), list):
-        raise ConfigError(f"{path}: not a normscope analyze or check JSON (schema {kind!r}); write one with "
+        found.update({k: v for k, v in (doc.get("measurements") or {}).items() if k in found})
+    elif kind in ("normscope.analyze", "normscope.simulate"):
+        found[kind.split(".")[1]] = doc
+    ok = (isinstance(found["analyze"], dict) and isinstance(found["analyze"].get("tensors"), list)) or \
+        (isinstance(found["simulate"], dict) and isinstance(found["simulate"].get("schemes"), list))
+    if not ok:
+        raise ConfigError(f"{where}: not a normscope analyze, simulate or check JSON (schema {kind!r}); write one with "
                           "`normscope check MODEL --write-baseline PATH` or `normscope analyze MODEL --json PATH`")
-    return doc
+    return found
 
 
-def evaluate(analyzed: dict[str, Any], config: CheckConfig, baseline: dict[str, Any] | None = None
+def simulate_schemes(config: CheckConfig) -> list[str]:
+    """The schemes the configured quantization rules need simulated."""
+    names: list[str] = []
+    tables = [{k: v for k, (v, _) in config.rules.items()}, *config.overrides.values()]
+    for table in tables:
+        for rule, value in table.items():
+            if RULES[rule].per_scheme and isinstance(value, dict):
+                names += [s for s in value if s not in names]
+    return names
+
+
+def evaluate(measured: dict[str, Any], config: CheckConfig, baseline: dict[str, Any] | None = None
              ) -> tuple[list[RuleOutcome], list[Failure], list[str]]:
-    """Apply the configured rules to an analyze document (dict form)."""
-    base = {t["name"]: t for t in baseline["tensors"]} if baseline else {}
+    """Apply the configured rules to the measurements ({"analyze": doc, "simulate": doc or None})."""
+    if "tensors" in measured:  # an analyze document alone
+        measured = {"analyze": measured}
+    baseline = baseline or {}
     outcomes: list[RuleOutcome] = []
     failures: list[Failure] = []
     warnings: list[str] = []
@@ -60,28 +86,52 @@ def evaluate(analyzed: dict[str, Any], config: CheckConfig, baseline: dict[str, 
         overridden = any(name in table for table in config.overrides.values())
         if (threshold in (None, False)) and not overridden:
             continue
-        if rule.needs == "baseline" and baseline is None:
-            raise ConfigError(f"rule {name} compares against a baseline: pass --baseline PATH (a JSON from "
-                              "`normscope check --write-baseline` or `normscope analyze --json`)")
+        needs_base = rule.needs.endswith("baseline")
+        base_doc = baseline.get("simulate" if rule.per_scheme else "analyze")
+        if needs_base and base_doc is None:
+            what = "a simulate or check JSON with the same schemes" if rule.per_scheme else \
+                "a JSON from `normscope check --write-baseline` or `normscope analyze --json`"
+            raise ConfigError(f"rule {name} compares against a baseline: pass --baseline PATH ({what})")
         checked = failed = 0
         by_role: dict[str, int] = {}
-        for t in analyzed["tensors"]:
-            limit = config.threshold_for(name, t["name"], _matches)
-            if limit in (None, False):
-                continue
-            value = rule.measure(t, base.get(t["name"]))
-            if value is None:
-                continue
-            checked += 1
-            by_role[t["role"]] = by_role.get(t["role"], 0) + 1
-            if rule.fails(value, limit):
-                failed += 1
-                failures.append(Failure(name, t["name"], t["role"], value, limit, _message(rule, value, limit)))
+        for scheme, entries, base in _entries(rule, measured, base_doc, warnings):
+            for t in entries:
+                limit = config.threshold_for(name, t["name"], _matches)
+                if rule.per_scheme:
+                    limit = limit.get(scheme) if isinstance(limit, dict) else None
+                if limit in (None, False):
+                    continue
+                value = rule.measure(t, base.get(t["name"]))
+                if value is None:
+                    continue
+                checked += 1
+                by_role[t["role"]] = by_role.get(t["role"], 0) + 1
+                if rule.fails(value, limit):
+                    failed += 1
+                    message = _message(rule, value, limit)
+                    failures.append(Failure(name, t["name"], t["role"], value, limit,
+                                            f"{scheme}: {message}" if scheme else message, scheme))
         outcomes.append(RuleOutcome(name, threshold, source or "tensors override", checked, failed,
                                     rule.description, by_role))
     order = list(RULES)
     failures.sort(key=lambda f: (order.index(f.rule), -_excess(f)))  # worst offender first
     return outcomes, failures, warnings
+
+
+def _entries(rule, measured: dict[str, Any], base_doc: dict[str, Any] | None, warnings: list[str]):
+    """(scheme, tensor entries, baseline entries by name) to apply `rule` to."""
+    if not rule.per_scheme:
+        base = {t["name"]: t for t in base_doc["tensors"]} if base_doc else {}
+        yield None, measured["analyze"]["tensors"], base
+        return
+    sim = measured.get("simulate") or {"schemes": []}
+    base_schemes = {s["scheme"]: s for s in (base_doc or {}).get("schemes", [])}
+    for s in sim["schemes"]:
+        base_scheme = base_schemes.get(s["scheme"])
+        if base_doc is not None and rule.needs.endswith("baseline") and base_scheme is None:
+            warnings.append(f"{rule.name}: the baseline has no {s['scheme']} simulation; nothing to compare")
+        base = {t["name"]: t for t in base_scheme["tensors"]} if base_scheme else {}
+        yield s["scheme"], [t for t in s["tensors"] if t.get("error")], base
 
 
 def _excess(f: Failure) -> float:
@@ -122,13 +172,21 @@ def check(source: str | Path | None = None, *, baseline: str | Path | dict | Non
     """
     config = load_check_config(cwd=cwd, config_file=Path(config_file) if config_file else None,
                                use_pyproject=use_pyproject, overrides=rules)
-    base_doc = baseline if isinstance(baseline, dict) else None
+    base_doc = baseline_measurements(baseline) if isinstance(baseline, dict) else None
     base_path = baseline if baseline is not None and not isinstance(baseline, dict) else config.baseline
     if base_path is not None:
         base_doc = load_baseline(base_path)
+    schemes = simulate_schemes(config)
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise UnknownNameError("scheme", scheme, SCHEMES)
     with open_model(source, arch=arch, norm_convention=norm_convention) as model:
-        analyzed = analyze_model(model, progress=progress).to_dict()
-    outcomes, failures, warnings = evaluate(analyzed, config, base_doc)
+        measured: dict[str, Any] = {"analyze": analyze_model(model, progress=progress).to_dict()}
+        if schemes:
+            measured["simulate"] = simulate_model(model, schemes, progress=progress).to_dict()
+    outcomes, failures, warnings = evaluate(measured, config, base_doc)
+    model_warnings = list(measured["analyze"]["warnings"])
+    model_warnings += [w for w in measured.get("simulate", {}).get("warnings", []) if w not in model_warnings]
     return CheckResult(source=model.source, passed=not failures, rules=tuple(outcomes), failures=tuple(failures),
                        overrides=config.overrides, baseline=str(base_path) if base_path else None,
-                       measurements={"analyze": analyzed}, warnings=tuple(analyzed["warnings"]) + tuple(warnings))
+                       measurements=measured, warnings=tuple(model_warnings) + tuple(warnings))

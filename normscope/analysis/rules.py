@@ -2,6 +2,8 @@
 
 A rule reads one number per tensor from the reports analyze (and, for quantization rules, simulate)
 already produce; `check.py` compares it with a threshold. Adding a rule is adding a `Rule` here.
+Quantization rules (`per_scheme`) take one threshold per scheme and read that scheme's simulate
+entry of the tensor (only the tensors the scheme quantizes).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Rule:
     direction: str  # "max": value > threshold fails; "min": value < threshold fails; "flag": value > 0 fails
     measure: Measure
     needs: str = "analyze"  # "analyze", "baseline" (analyze + a baseline), "simulate", "simulate+baseline"
+    # (per_scheme rules read simulate entries: t is the tensor's entry in one scheme)
     default: Any = None  # None: off unless configured
     per_scheme: bool = False  # threshold is {scheme: value}
 
@@ -81,6 +84,23 @@ def _std_drift(t: dict[str, Any], b: dict[str, Any] | None) -> float | None:
     return _relative(_num(t["weight"]["std"]), _num(b["weight"]["std"]))
 
 
+def _sim(section: str, field: str) -> Measure:
+    def measure(t: dict[str, Any], _b: dict[str, Any] | None) -> float | None:
+        block = t.get(section)
+        return _num(block[field]) if block else None
+    return measure
+
+
+def _regression(t: dict[str, Any], b: dict[str, Any] | None) -> float | None:
+    """dB lost against the baseline: baseline SQNR − current SQNR (positive: worse now)."""
+    if not t.get("error") or not b or not b.get("error"):
+        return None
+    new, old = _num(t["error"]["sqnr_db"]), _num(b["error"]["sqnr_db"])
+    if math.isinf(old) and math.isinf(new):
+        return 0.0
+    return old - new
+
+
 RULES: dict[str, Rule] = {r.name: r for r in (
     Rule("no_nan_inf", "no NaN or Inf value in any tensor", "flag", _non_finite, default=True),
     Rule("max_effective_gamma", "largest |gain| of a norm, in its own convention (Gemma: 1 + w)", "max",
@@ -93,6 +113,16 @@ RULES: dict[str, Rule] = {r.name: r for r in (
          needs="baseline"),
     Rule("max_std_drift", "relative change of a weight tensor's standard deviation against the baseline", "max",
          _std_drift, needs="baseline"),
+    Rule("min_sqnr", "SQNR in dB of every tensor a scheme quantizes (simulate)", "min", _sim("error", "sqnr_db"),
+         needs="simulate", per_scheme=True),
+    Rule("min_norm_aware_sqnr", "SQNR in dB weighted by the gains of the norms around the tensor (simulate)",
+         "min", _sim("norm_aware", "sqnr_db"), needs="simulate", per_scheme=True),
+    Rule("min_cosine", "cosine similarity of a quantized tensor with the original (simulate)", "min",
+         _sim("error", "cosine"), needs="simulate", per_scheme=True),
+    Rule("max_zeroed_share", "share of nonzero weights a scheme rounds to exactly zero (simulate)", "max",
+         _sim("health", "zeroed_share"), needs="simulate", per_scheme=True),
+    Rule("max_error_regression_db", "dB of SQNR lost against the baseline's simulation of the same scheme", "max",
+         _regression, needs="simulate+baseline", per_scheme=True),
 )}
 
 

@@ -34,9 +34,15 @@ def check_tables(r: CheckResult, top: int = 20) -> list[Table]:
     rules = Table("Rules", ("rule", "threshold", "from", "tensors checked", "failed"),
                   tuple((o.rule, _threshold(o.threshold), o.source, count(o.checked), count(o.failed))
                         for o in r.rules), "lllrr")
-    fails = Table(f"Failures (top {min(top, len(r.failures))} of {len(r.failures)})",
-                  ("rule", "tensor", "value", "threshold"),
-                  tuple((f.rule, f.tensor, num(f.value), _threshold(f.threshold)) for f in r.failures[:top]), "llrr")
+    shown = r.failures[:top]
+    title = f"Failures (top {len(shown)} of {len(r.failures)})"
+    if any(f.scheme for f in r.failures):  # quantization rules: say which simulated scheme failed
+        fails = Table(title, ("rule", "scheme", "tensor", "value", "threshold"),
+                      tuple((f.rule, f.scheme or "", f.tensor, num(f.value), _threshold(f.threshold)) for f in shown),
+                      "lllrr")
+    else:
+        fails = Table(title, ("rule", "tensor", "value", "threshold"),
+                      tuple((f.rule, f.tensor, num(f.value), _threshold(f.threshold)) for f in shown), "llrr")
     return [rules, fails]
 
 

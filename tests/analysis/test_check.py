@@ -82,7 +82,7 @@ def test_baseline_drift(tmp_path, tiny):
 
 def test_baseline_must_be_a_normscope_document(tmp_path, tiny):
     (tmp_path / "x.json").write_text('{"hello": 1}')
-    with pytest.raises(ConfigError, match="not a normscope analyze or check JSON"):
+    with pytest.raises(ConfigError, match="not a normscope analyze, simulate or check JSON"):
         check(tiny, baseline=tmp_path / "x.json", use_pyproject=False)
 
 
@@ -99,3 +99,53 @@ def test_real_gemma(gemma_hf):
     assert {"model.layers.17.post_feedforward_layernorm.weight",
             "model.layers.15.post_feedforward_layernorm.weight"} <= offenders
     assert check(gemma_hf, max_effective_gamma=2000, use_pyproject=False).passed
+
+
+# -- quantization rules (simulate) -------------------------------------------------------------------
+
+@pytest.fixture
+def llama(tmp_path):
+    from helpers import LLAMA_CONFIG, llama_tensors
+
+    return write_model(tmp_path / "llama", llama_tensors(hidden=256, ffn=512), LLAMA_CONFIG, "F32")
+
+
+def test_min_sqnr_gates_each_quantized_tensor_of_each_scheme(llama):
+    from normscope import simulate
+
+    sim = simulate(llama, schemes="Q4_K_M,int4")
+    sqnr = {(s.scheme, t.name): t.error.sqnr_db for s in sim.schemes for t in s.tensors if t.error}
+    limit = sorted(v for (s, _), v in sqnr.items() if s == "int4")[3]  # the 3 worst int4 tensors fail
+    r = check(llama, min_sqnr={"Q4_K_M": 10.0, "int4": limit}, use_pyproject=False)
+    assert not r.passed
+    assert sorted(f.tensor for f in r.failures) == sorted(n for (s, n), v in sqnr.items() if s == "int4" and v < limit)
+    assert {f.scheme for f in r.failures} == {"int4"} and r.failures[0].message.startswith("int4: ")
+    outcome = next(o for o in r.rules if o.rule == "min_sqnr")
+    assert outcome.checked == sum(1 for s, _ in sqnr if s in ("Q4_K_M", "int4"))  # norms are never checked
+    assert r.measurements["simulate"]["schema"] == "normscope.simulate"
+    # the same rule from pyproject.toml, with a per-glob table turning it off for down_proj
+    (llama.parent / "pyproject.toml").write_text(
+        f"[tool.normscope.check]\nmin_sqnr = {{ int4 = {limit} }}\n"
+        "[tool.normscope.check.tensors.'*down_proj*']\nmin_sqnr = false\n")
+    r2 = check(llama, cwd=llama.parent)
+    assert {f.tensor for f in r2.failures} == {f.tensor for f in r.failures if "down_proj" not in f.tensor}
+
+
+def test_error_regression_against_a_baseline(tmp_path, llama):
+    from helpers import LLAMA_CONFIG, llama_tensors
+
+    base = check(llama, min_sqnr={"int4": 0.0}, use_pyproject=False)
+    (tmp_path / "base.json").write_text(json.dumps(base.to_dict()))
+    t = llama_tensors(hidden=256, ffn=512)
+    t["model.layers.1.self_attn.q_proj.weight"][7, 11] = 2.0  # one outlier ruins its int4 group
+    worse = write_model(tmp_path / "worse", t, LLAMA_CONFIG, "F32")
+    r = check(worse, baseline=tmp_path / "base.json", max_error_regression_db={"int4": 1.0}, use_pyproject=False)
+    assert [(f.tensor, f.scheme) for f in r.failures] == [("model.layers.1.self_attn.q_proj.weight", "int4")]
+    assert r.failures[0].value > 1.0
+    with pytest.raises(ConfigError, match="simulate or check JSON"):
+        check(worse, max_error_regression_db={"int4": 1.0}, use_pyproject=False)
+
+
+def test_unknown_scheme_in_a_rule(llama):
+    with pytest.raises(UnknownNameError, match="unknown scheme 'Q4_K_X'"):
+        check(llama, min_sqnr={"Q4_K_X": 20}, use_pyproject=False)

@@ -119,3 +119,34 @@ def test_json_validates_against_the_schemas(tiny, tmp_path, capsys):
     doc = json.loads((tmp_path / "c.json").read_text())
     jsonschema.validate(doc, schema("check"))
     jsonschema.validate(doc["measurements"]["analyze"], schema("analyze"))
+
+
+def test_real_gemma_quantization_gate(gemma_hf, tmp_path, capsys):
+    """Q4_K_M keeps every Gemma tensor far above 20 dB; int4 (quanto) puts attention k/v projections below 18."""
+    code, out, err = run_cli(["check", str(gemma_hf), "--no-pyproject", "--min-sqnr", "Q4_K_M=20", "--min-sqnr",
+                              "int4=18", "--json", str(tmp_path / "c.json"), "--md", str(tmp_path / "c.md")], capsys)
+    assert code == 1, err
+    doc = json.loads((tmp_path / "c.json").read_text())
+    import jsonschema
+
+    from normscope.report.schemas import schema
+
+    jsonschema.validate(doc, schema("check"))
+    jsonschema.validate(doc["measurements"]["simulate"], schema("simulate"))
+    failing = {(f["scheme"], f["tensor"]) for f in doc["failures"]}
+    assert failing and {s for s, _ in failing} == {"int4"}
+    assert all(("k_proj" in t or "v_proj" in t or "q_proj" in t) for _, t in failing)
+    rule = next(r for r in doc["rules"] if r["rule"] == "min_sqnr")
+    assert rule["threshold"] == {"Q4_K_M": 20.0, "int4": 18.0} and rule["checked"] == 127 + 126
+    assert "| rule | scheme | tensor | value | threshold |" in (tmp_path / "c.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--min-sqnr", "Q4_K_M"], "expected SCHEME=VALUE"),
+    (["--min-sqnr", "Q4_K_M=high"], "'high' is not a number"),
+    (["--min-sqnr", "Q9=20"], "unknown scheme 'Q9'"),
+    (["--rule", "min_sqnr=Q4_K_M:x"], "'x' is not a number"),
+], ids=["no-value", "not-number", "unknown-scheme", "rule-form"])
+def test_bad_quantization_rules_exit_2(tiny, capsys, args, message):
+    code, _, err = run_cli(["check", str(tiny), "--no-pyproject", *args], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
