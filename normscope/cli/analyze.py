@@ -7,9 +7,10 @@ from pathlib import Path
 import typer
 
 from ..analysis import analyze as run_analyze
-from ..report import analyze_markdown, analyze_terminal, to_json
+from ..report import analyze_html, analyze_markdown, analyze_terminal, to_json
 from ..results import NormConvention
-from .common import ArchOpt, JsonOpt, MdOpt, QuietOpt, TopOpt, listify, print_report, progress_bar, write_outputs
+from .common import (ArchOpt, HtmlOpt, JsonOpt, MdOpt, QuietOpt, TopOpt, listify, print_report, progress_bar,
+                     write_outputs)
 
 
 def analyze(
@@ -25,6 +26,7 @@ def analyze(
     top: int = TopOpt,
     json_path: Path = JsonOpt,
     md_path: Path = MdOpt,
+    html_path: Path = HtmlOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Profile every tensor: norm gains as the model computes them, weight outliers, NaN/Inf."""
@@ -32,5 +34,6 @@ def analyze(
         result = run_analyze(model, arch=arch, norm_convention=norm_convention, include=listify(include),
                              exclude=listify(exclude), outlier_sigma=outlier_sigma, explain_above=explain_above,
                              progress=progress)
-    to_stdout = write_outputs({json_path: lambda: to_json(result), md_path: lambda: analyze_markdown(result, top)})
+    to_stdout = write_outputs({json_path: lambda: to_json(result), md_path: lambda: analyze_markdown(result, top),
+                               html_path: lambda: analyze_html(result)})
     print_report(lambda width, color: analyze_terminal(result, top, width, color), quiet or to_stdout)

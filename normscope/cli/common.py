@@ -15,11 +15,13 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from ..io import write_text_atomic
 
-__all__ = ["stdout_console", "progress_bar", "write_outputs", "print_report", "JsonOpt", "MdOpt", "ArchOpt",
-           "QuietOpt", "TopOpt"]
+__all__ = ["stdout_console", "progress_bar", "write_outputs", "print_report", "JsonOpt", "MdOpt", "HtmlOpt",
+           "ArchOpt", "QuietOpt", "TopOpt"]
 
 JsonOpt = typer.Option(None, "--json", help="Write the JSON report here ('-' for stdout).", metavar="PATH")
 MdOpt = typer.Option(None, "--md", help="Write the Markdown report here ('-' for stdout).", metavar="PATH")
+HtmlOpt = typer.Option(None, "--html", help="Write a self-contained HTML report here ('-' for stdout).",
+                       metavar="PATH")
 ArchOpt = typer.Option(None, "--arch", help="Architecture to assume instead of detecting it (e.g. gemma3, llama).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No terminal summary; only the files asked for.")
 TopOpt = typer.Option(10, "--top", min=1, help="Rows per table in the terminal and Markdown summaries.")

@@ -1,0 +1,15 @@
+"""HTML reports: one self-contained file per report (inline CSS, inline SVG plots, a little JS).
+
+A report is a list of `Section`s built by one module per result type and registered with
+`register_sections`; `html_page` renders any list of sections, `report_html` the sections of any
+registered results on one page. See docs/reports.md.
+"""
+
+from .analyze import analyze_html, analyze_sections, norm_gain_grid, outlier_grid
+from .grid import Grid, layer_grid
+from .page import Block, Card, Figure, Note, Notes, Section, Text, html_page
+from .registry import register_sections, report_html, sections_for
+
+__all__ = ["Block", "Card", "Figure", "Grid", "Note", "Notes", "Section", "Text", "analyze_html", "analyze_sections",
+           "html_page", "layer_grid", "norm_gain_grid", "outlier_grid", "register_sections", "report_html",
+           "sections_for"]
