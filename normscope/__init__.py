@@ -10,16 +10,18 @@ Python API (each returns a result object with `to_dict()`):
 
 from .analysis import analyze, open_model
 from .analysis.check import check
+from .analysis.compare import compare
 from .analysis.simulate import simulate
 from .errors import (CheckpointError, ConfigError, MissingExtraError, NormscopeError, OutputError,
                      SourceNotFoundError, UnknownNameError)
 from .quant import dequantize_blocks, fake_quantize, quantize_blocks
-from .results import AnalyzeResult, CheckResult, Component, NormConvention, Role, SimulateResult
+from .results import AnalyzeResult, CheckResult, CompareResult, Component, NormConvention, Role, SimulateResult
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AnalyzeResult", "CheckResult", "CheckpointError", "Component", "ConfigError", "MissingExtraError", "NormConvention",
+    "AnalyzeResult", "CheckResult", "CheckpointError", "CompareResult", "Component", "ConfigError", "MissingExtraError",
+    "NormConvention",
     "NormscopeError", "OutputError", "Role", "SimulateResult", "SourceNotFoundError", "UnknownNameError", "__version__",
-    "analyze", "check", "dequantize_blocks", "fake_quantize", "open_model", "quantize_blocks", "simulate",
+    "analyze", "check", "compare", "dequantize_blocks", "fake_quantize", "open_model", "quantize_blocks", "simulate",
 ]

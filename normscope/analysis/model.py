@@ -38,6 +38,8 @@ class Model:
     warnings: list[str] = field(default_factory=list)
     _entries: dict[str, TensorEntry] = field(default_factory=dict, repr=False)
     _offsets: dict[str, float] = field(default_factory=dict, repr=False)
+    # tensors whose stored rows are permuted (llama GGUF q/k): rows per head group, undone on read
+    _row_groups: dict[str, int] = field(default_factory=dict, repr=False)
 
     def entry(self, info: TensorInfo) -> TensorEntry:
         return self._entries[info.name]
@@ -50,15 +52,24 @@ class Model:
                   ) -> Iterator[tuple[int, np.ndarray]]:
         """(first_row, float32 rows) of a tensor, in HF convention, at most `max_elements` at a time."""
         offset = self._offsets.get(info.name, 0.0)
+        group = self._row_groups.get(info.name)
+        if group:  # whole head groups per chunk, so each chunk un-permutes on its own
+            row_len = info.shape[-1]
+            rows = max(group, max_elements // row_len // group * group)
+            max_elements = rows * row_len
         for row0, rows in self.checkpoint.iter_rows(self._entries[info.name], max_elements):
             if offset:
                 rows -= np.float32(offset)
+            if group:
+                rows = unpermute_rows(rows, group)
             yield row0, rows
 
     def read(self, info: TensorInfo) -> np.ndarray:
         """The whole tensor as float32 in HF convention. Only for small tensors (norms, biases)."""
         values = self.checkpoint.read(self._entries[info.name])
         offset = self._offsets.get(info.name, 0.0)
+        if info.name in self._row_groups:
+            values = unpermute_rows(values.reshape(-1, info.shape[-1]), self._row_groups[info.name]).reshape(info.shape)
         return values - np.float32(offset) if offset else values
 
     def get(self, name: str) -> TensorInfo:
@@ -75,6 +86,17 @@ class Model:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def unpermute_rows(rows: np.ndarray, group: int) -> np.ndarray:
+    """Undo llama.cpp's q/k permutation on whole head groups of `group` rows.
+
+    The converter writes w.reshape(n_head, 2, group // 2, n).swapaxes(1, 2); this is its inverse.
+    ref: transformers modeling_gguf_pytorch_utils.LlamaTensorProcessor._reverse_permute_weights
+    """
+    n = rows.shape[-1]
+    heads = rows.shape[0] // group
+    return np.ascontiguousarray(rows.reshape(heads, group // 2, 2, n).swapaxes(1, 2)).reshape(rows.shape)
 
 
 def open_model(source: str | Path | None = None, *, arch: str | None = None,
@@ -145,7 +167,28 @@ def _build(info: SourceInfo, ckpt: Checkpoint, arch: str | None, conv: NormConve
             offsets[t.name] = spec.gguf_norm_offset
     names = {t.name for t in tensors}
     tied = _tied(ckpt, spec.tied_embeddings, names, is_gguf)
-    return Model(info, ckpt, detected, tuple(tensors), n_layers, tied, warnings, entries, offsets)
+    model = Model(info, ckpt, detected, tuple(tensors), n_layers, tied, warnings, entries, offsets)
+    if is_gguf and spec.gguf_qk_permuted:
+        model._row_groups.update(_permuted_groups(ckpt, gguf_arch, tensors, warnings))
+    return model
+
+
+def _permuted_groups(ckpt: Checkpoint, gguf_arch: str | None, tensors: list[TensorInfo], warnings: list[str]
+                     ) -> dict[str, int]:
+    """Rows per head group of the q/k weights the converter permuted (q: n_head groups, k: n_head_kv)."""
+    n_head = ckpt.metadata.get(f"{gguf_arch}.attention.head_count")
+    n_kv = ckpt.metadata.get(f"{gguf_arch}.attention.head_count_kv", n_head)
+    out = {}
+    for t in tensors:
+        if t.role not in (Role.ATTN_Q, Role.ATTN_K) or len(t.shape) != 2:
+            continue
+        heads = n_head if t.role is Role.ATTN_Q else n_kv
+        if not isinstance(heads, int) or heads <= 0 or t.shape[0] % (2 * heads):
+            warnings.append(f"{t.source_name}: cannot undo llama.cpp's q/k row permutation (head count {heads!r}, "
+                            f"{t.shape[0]} rows); its rows are reported in GGUF order")
+            continue
+        out[t.name] = t.shape[0] // heads
+    return out
 
 
 def _classify_gguf(name: str, spec: ArchSpec, conv: NormConvention | None) -> Classified | None:

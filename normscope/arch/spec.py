@@ -70,6 +70,7 @@ class ArchSpec:
     hf_templates: tuple[str, ...] = field(default=(), repr=False)  # canonical HF module names ({bid} = block) for the GGUF name map
     prefix_rewrites: tuple[tuple[str, str], ...] = ()  # multimodal prefixes -> canonical text names
     gguf_norm_offset: float = 0.0  # what the HF->GGUF converter adds to every norm weight of this family
+    gguf_qk_permuted: bool = False  # the converter permutes attn_q/attn_k rows for GGML's rotary layout
     tied_embeddings: bool = False  # default when the config does not say
     refs: tuple[str, ...] = field(default=(), repr=False)
 

@@ -13,6 +13,7 @@ import typer
 from ..errors import NormscopeError
 from .analyze import analyze
 from .check import check
+from .compare import compare
 from .simulate import schemes, simulate
 
 __all__ = ["app", "main"]
@@ -35,6 +36,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
 app.command(no_args_is_help=False)(analyze)
 app.command(no_args_is_help=False)(check)
 app.command(no_args_is_help=False)(simulate)
+app.command()(compare)
 app.command()(schemes)
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 
 from ..analysis.simulate import parse_schemes, parse_tensor_types, simulate as run_simulate
-from ..report import to_json
+from ..report import report_html, to_json
 from ..report.simulate import simulate_markdown, simulate_terminal
 from ..results import NormConvention
-from .common import ArchOpt, JsonOpt, MdOpt, QuietOpt, TopOpt, listify, print_report, progress_bar, write_outputs
+from .common import ArchOpt, HtmlOpt, JsonOpt, MdOpt, QuietOpt, TopOpt, listify, print_report, progress_bar, write_outputs
 
 
 def simulate(
@@ -31,6 +31,7 @@ def simulate(
     top: int = TopOpt,
     json_path: Path = JsonOpt,
     md_path: Path = MdOpt,
+    html_path: Path = HtmlOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Simulate quantization schemes tensor by tensor: type plan, size, error, norm-aware error, block health."""
@@ -40,7 +41,8 @@ def simulate(
         result = run_simulate(model, schemes=schemes, arch=arch, norm_convention=norm_convention,
                               include=listify(include), exclude=listify(exclude), include_lm_head=include_lm_head,
                               tensor_types=overrides, progress=progress)
-    to_stdout = write_outputs({json_path: lambda: to_json(result), md_path: lambda: simulate_markdown(result, top)})
+    to_stdout = write_outputs({json_path: lambda: to_json(result), md_path: lambda: simulate_markdown(result, top),
+                               html_path: lambda: report_html(result)})
     print_report(lambda width, color: simulate_terminal(result, top, width, color), quiet or to_stdout)
 
 

@@ -65,3 +65,20 @@ def test_schemes_lists_file_types_and_simulated_schemes(capsys):
     code, out, _ = run_cli(["schemes"], capsys)
     assert code == 0
     assert "Q4_K_M" in out and "int4" in out and "optimum-quanto qint4" in out
+
+
+def test_html_page_is_self_contained(tiny, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "report"))
+    from html_checks import assert_self_contained, assert_well_formed
+
+    code, _, err = run_cli(["simulate", str(tiny), "-s", "Q4_K_M,int4", "--html", str(tmp_path / "s.html"), "-q"],
+                           capsys)
+    assert code == 0, err
+    html = (tmp_path / "s.html").read_text()
+    assert_self_contained(html)
+    page = assert_well_formed(html)
+    bars = next(t for t in page.tables.values() if t["headers"] == ["tensor", "Q4_K_M", "int4"])
+    assert len(bars["rows"]) == 16  # every quantized tensor of this model, under both schemes

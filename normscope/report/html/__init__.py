@@ -6,10 +6,12 @@ registered results on one page. See docs/reports.md.
 """
 
 from .analyze import analyze_html, analyze_sections, norm_gain_grid, outlier_grid
+from .compare import compare_sections
 from .grid import Grid, layer_grid
 from .page import Block, Card, Figure, Note, Notes, Section, Text, html_page
 from .registry import register_sections, report_html, sections_for
+from .simulate import simulate_sections
 
 __all__ = ["Block", "Card", "Figure", "Grid", "Note", "Notes", "Section", "Text", "analyze_html", "analyze_sections",
-           "html_page", "layer_grid", "norm_gain_grid", "outlier_grid", "register_sections", "report_html",
-           "sections_for"]
+           "compare_sections", "html_page", "layer_grid", "norm_gain_grid", "outlier_grid", "register_sections",
+           "report_html", "sections_for", "simulate_sections"]

@@ -1,0 +1,84 @@
+"""compare results as tables (terminal and Markdown share them) and plain-words summaries."""
+
+from __future__ import annotations
+
+import math
+
+from ..results import CompareResult, PairResult
+from .fmt import count, num
+from .markdown import md_table
+from .tables import Table
+from .terminal import render_tables
+
+__all__ = ["compare_header", "compare_tables", "pair_tables", "compare_terminal", "compare_markdown"]
+
+
+def _db(x: float) -> str:
+    return num(x) if not math.isfinite(x) else f"{x:.2f}"
+
+
+def compare_header(r: CompareResult) -> list[str]:
+    base = r.variants[0].label
+    return [f"{len(r.variants)} models, each compared with {base!r}"]
+
+
+def variants_table(r: CompareResult) -> Table:
+    return Table("Models", ("label", "source", "format", "architecture", "layers", "tensors", "parameters", "adapter"),
+                 tuple((v.label, v.source.spec or v.source.path, v.source.format, v.architecture,
+                        "?" if v.n_layers is None else str(v.n_layers), count(v.n_tensors), count(v.n_params),
+                        v.adapter or "") for v in r.variants), "lllllrrl")
+
+
+def pair_tables(p: PairResult, top: int = 10) -> list[Table]:
+    """The tables of one variant against the base: what moved most, norm gains, unmatched tensors."""
+    by_name = {t.name: t for t in p.tensors}
+    moved = [by_name[n] for n in p.moved_most[:top]]
+    tables = [Table(f"{p.variant} vs {p.base}: largest relative change (top {len(moved)} of "
+                    f"{p.matched - p.identical} changed)",
+                    ("tensor", "role", "dtypes", "rel L2", "SQNR dB", "max |diff|", "cosine"),
+                    tuple((t.name, t.role.value, f"{t.base_dtype} → {t.variant_dtype}", num(t.error.rel_l2, 3),
+                           _db(t.error.sqnr_db), num(t.error.max_abs, 3), f"{t.error.cosine:.6f}") for t in moved),
+                    "lllrrrr")]
+    changed = [c for c in p.norm_changes if c.ratio != 1.0][:top]
+    tables.append(Table(f"{p.variant} vs {p.base}: norm gains that moved most (top {len(changed)})",
+                        ("norm", f"{p.base} max |gain|", f"{p.variant} max |gain|", "ratio"),
+                        tuple((c.name, num(c.base_max_abs_gain), num(c.variant_max_abs_gain), num(c.ratio, 4))
+                              for c in changed), "lrrr"))
+    tables.append(Table(f"{p.variant} vs {p.base}: unmatched tensors ({len(p.unmatched)})",
+                        ("tensor", "side", "shape", "why"),
+                        tuple((u.name, p.base if u.side == "base" else p.variant, "×".join(map(str, u.shape)),
+                               u.reason) for u in p.unmatched[:top * 3]), "llll"))
+    return tables
+
+
+def compare_tables(r: CompareResult, top: int = 10) -> list[Table]:
+    overview = Table("Each model against the base",
+                     ("model", "aligned", "identical", "unmatched", "SQNR dB", "rel L2", "top-5 share",
+                      "tensors for half"),
+                     tuple((p.variant, count(p.matched), count(p.identical), count(len(p.unmatched)), _db(p.sqnr_db),
+                            num(p.rel_l2, 3), f"{p.top5_error_share:.0%}", str(p.tensors_for_half))
+                           for p in r.pairs), "lrrrrrrr")
+    tables = [variants_table(r), overview]
+    for p in r.pairs:
+        tables += pair_tables(p, top)
+    return tables
+
+
+def _notes(r: CompareResult) -> list[tuple[str, str]]:
+    return [("warning", w) for w in r.warnings] + [("info", line) for p in r.pairs for line in p.summary]
+
+
+def compare_terminal(r: CompareResult, top: int = 10, width: int = 120, color: bool = False) -> str:
+    """The compare summary as shown by `normscope compare`."""
+    return render_tables(compare_header(r), compare_tables(r, top), _notes(r), width, color)
+
+
+def compare_markdown(r: CompareResult, top: int = 10) -> str:
+    """The compare report as GitHub-flavoured Markdown (top tables, every summary line)."""
+    parts = ["## normscope compare", ""] + [f"- {line}" for line in compare_header(r)] + [""]
+    parts += [md for t in compare_tables(r, top) if (md := md_table(t))]
+    notes = _notes(r)
+    if notes:
+        parts.append("### Summary\n")
+        parts += [f"- **{sev}**: {text}" if sev != "info" else f"- {text}" for sev, text in notes]
+    return "\n".join(parts).rstrip() + "\n"
