@@ -50,6 +50,9 @@ class UnknownNameError(NormscopeError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple:  # pickles back from a worker process with its fields
+        return type(self), (self.kind, self.name, self.valid)
+
 
 class ConfigError(NormscopeError, ValueError):
     """An option, configuration file or rule set that cannot be used as given."""

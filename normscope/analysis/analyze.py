@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from ..io import DEFAULT_CHUNK_ELEMENTS
@@ -12,6 +13,8 @@ from ..results import (AnalyzeResult, ModelSummary, NormConvention, ProgressFn, 
 from .explain import explain
 from .model import Model, open_model
 from .norms import norm_stats
+from .parallel import GROUPS_PER_JOB, ModelOpener, map_tensors, planned_workers
+from .parts import TensorPart, analyze_part, is_norm_read, merge_parts, report_fields, split_large
 from .stats import WeightAccumulator, count_beyond
 
 __all__ = ["analyze", "analyze_model", "analyze_tensor"]
@@ -21,7 +24,8 @@ def analyze(source: str | Path | None = None, *, arch: str | None = None,
             norm_convention: NormConvention | str | None = None, top_k: int = 8, outlier_sigma: float = 6.0,
             explain_above: float = 100.0, include: Sequence[str] = (), exclude: Sequence[str] = (),
             chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, progress: ProgressFn | None = None,
-            token: str | None = None, cache_dir: Path | None = None) -> AnalyzeResult:
+            token: str | None = None, cache_dir: Path | None = None, jobs: int | None = 1,
+            executor: str = "process") -> AnalyzeResult:
     """Profile every tensor of a checkpoint.
 
     Args:
@@ -34,6 +38,10 @@ def analyze(source: str | Path | None = None, *, arch: str | None = None,
         include, exclude: glob patterns on tensor names (HF or file names) to restrict the work.
         chunk_elements: largest block of values read at once (bounds memory).
         progress: called as progress(description, bytes_done, bytes_total).
+        jobs: worker processes (1: this process; None or 0: the cores available). Results are the
+            same whatever the number; a script using jobs > 1 needs the `if __name__ == "__main__":`
+            guard, as with multiprocessing.
+        executor: "process" or "ray" (the `ray` extra; see `analysis.parallel.map_tensors`).
 
     Returns:
         AnalyzeResult; `.to_dict()` is the JSON document (schema `normscope.analyze`).
@@ -46,25 +54,35 @@ def analyze(source: str | Path | None = None, *, arch: str | None = None,
         >>> r.tensor("model.layers.16.post_feedforward_layernorm.weight").norm.gain_max
         1657.0
     """
-    with open_model(source, arch=arch, norm_convention=norm_convention, token=token, cache_dir=cache_dir) as model:
+    with open_model(source, arch=arch, norm_convention=norm_convention, token=token, cache_dir=cache_dir,
+                    progress=progress) as model:
         return analyze_model(model, top_k=top_k, outlier_sigma=outlier_sigma, explain_above=explain_above,
-                             include=include, exclude=exclude, chunk_elements=chunk_elements, progress=progress)
+                             include=include, exclude=exclude, chunk_elements=chunk_elements, progress=progress,
+                             jobs=jobs, executor=executor)
 
 
 def analyze_model(model: Model, *, top_k: int = 8, outlier_sigma: float = 6.0, explain_above: float = 100.0,
                   include: Sequence[str] = (), exclude: Sequence[str] = (),
-                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, progress: ProgressFn | None = None
+                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, progress: ProgressFn | None = None,
+                  jobs: int | None = 1, executor: str = "process", opener: ModelOpener | None = None
                   ) -> AnalyzeResult:
-    """`analyze` on an already open model."""
+    """`analyze` on an already open model (`opener`: how workers open it; default: as it was opened)."""
     selected = [t for t in model.tensors if _selected(t, include, exclude)]
-    total, done = sum(t.nbytes for t in selected), 0
-    reports = []
-    for info in selected:
-        reports.append(analyze_tensor(model, info, top_k=top_k, outlier_sigma=outlier_sigma,
-                                      chunk_elements=chunk_elements))
-        done += info.nbytes
-        if progress:
-            progress(info.name, done, total)
+    # with several workers, a tensor above its share is analysed in parts (the same numbers, see parts.py)
+    items = split_large(model, selected, planned_workers(selected, jobs, executor), GROUPS_PER_JOB, chunk_elements)
+    work = partial(analyze_item, top_k=top_k, outlier_sigma=outlier_sigma, chunk_elements=chunk_elements)
+    results = map_tensors(opener or ModelOpener.of(model), model, items, work, jobs=jobs, executor=executor,
+                          progress=progress)
+    reports: list[TensorReport] = []
+    parts: list = []
+    for item, result in zip(items, results):
+        if not isinstance(item, TensorPart):
+            reports.append(result)
+            continue
+        parts.append(result)
+        if len(parts) == item.parts:
+            reports.append(merge_parts(model, selected[len(reports)], parts, chunk_elements))
+            parts = []
     reports_t = tuple(reports)
     options = {"arch": model.detected.spec.name, "top_k": top_k, "outlier_sigma": outlier_sigma,
                "explain_above": explain_above, "include": list(include), "exclude": list(exclude)}
@@ -73,22 +91,27 @@ def analyze_model(model: Model, *, top_k: int = 8, outlier_sigma: float = 6.0, e
                          options=options)
 
 
+def analyze_item(model: Model, info: TensorInfo, *, top_k: int, outlier_sigma: float, chunk_elements: int
+                 ) -> TensorReport | WeightAccumulator:
+    """The work analyze maps over workers: a tensor's report, or a part's accumulator."""
+    if isinstance(info, TensorPart):
+        return analyze_part(model, info, top_k=top_k, outlier_sigma=outlier_sigma, chunk_elements=chunk_elements)
+    return analyze_tensor(model, info, top_k=top_k, outlier_sigma=outlier_sigma, chunk_elements=chunk_elements)
+
+
 def analyze_tensor(model: Model, info: TensorInfo, *, top_k: int = 8, outlier_sigma: float = 6.0,
                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> TensorReport:
     """The report of one tensor: norm statistics for norm weights, value statistics otherwise."""
-    base = dict(name=info.name, source_name=info.source_name, gguf_name=info.gguf_name, role=info.role,
-                component=info.component, layer=info.layer, shape=info.shape, dtype=info.dtype,
-                n_params=info.n_params, nbytes=info.nbytes)
-    if info.role.is_norm and info.param != "bias" and info.convention is not None:
+    base = report_fields(info)
+    if is_norm_read(info):
         return TensorReport(**base, norm=norm_stats(model.read(info), info.convention, top_k))
     acc = WeightAccumulator(info.shape, top_k=top_k, outlier_sigma=outlier_sigma)
-    row_len = info.shape[-1] if info.shape else 1
-    for row0, rows in model.iter_rows(info, chunk_elements):
-        acc.update(row0 * row_len, rows)
+    for start, values in model.iter_values(info, chunk_elements):
+        acc.update(start, values)
     recount = None
     if acc.needs_recount():
         mean, limit = acc.outlier_threshold()
-        recount = sum(count_beyond(rows, mean, limit) for _, rows in model.iter_rows(info, chunk_elements))
+        recount = sum(count_beyond(values, mean, limit) for _, values in model.iter_values(info, chunk_elements))
     return TensorReport(**base, weight=acc.finish(recount))
 
 

@@ -8,6 +8,13 @@ tensor gives the same numbers wherever it is processed.
 The outlier count |x - mean| > k·σ needs σ before it is known: values beyond a generous
 threshold τ are kept as candidates, and the count is exact whenever τ ≤ k·σ − |mean − K|, which
 `finish` checks; otherwise the caller recounts in a second pass (`needs_recount`).
+
+Speed: the shift K is decided without an extra pass over the data in the common case. A strided
+sample of the first chunk estimates mean and σ (for τ); when the sample says the mean is small,
+the first chunk is summed with K = 0 and the decision is confirmed from those sums; only a tensor
+whose mean may reach 0.1 σ gets the exact float64 mean of its first chunk (and, when K ≠ 0 after
+all, a second pass over that chunk). Sub-blocks without NaN/Inf and with K = 0 (nearly all) run a
+loop of seven ufunc calls: the same operations, in the same order, as the general path.
 """
 
 from __future__ import annotations
@@ -23,6 +30,15 @@ __all__ = ["WeightAccumulator", "SUB_BLOCK", "top_k_indices", "count_beyond"]
 
 SUB_BLOCK = 1 << 16  # values per in-cache sub-block (256 KiB of float32)
 MAX_CANDIDATES = 1 << 22  # outlier candidates kept before τ is raised (16 MiB of float32)
+SAMPLE = 1 << 14  # values of the first chunk sampled (strided) to estimate mean and σ up front
+TOP_FILL = 1 << 12  # values whose top-k seeds the running top-k of a tensor
+SHIFT_RATIO = 0.1  # K = mean when |mean| > SHIFT_RATIO · σ of the first chunk
+# τ = TAU_FACTOR · k · σ̂ (σ̂ from the sample): values beyond τ are kept as outlier candidates. Higher
+# means fewer sub-blocks to sift (at 0.75 · 6σ a Gaussian sub-block rarely has one); the count stays
+# exact unless σ̂ overestimates σ by a third (then `needs_recount` asks for a second pass).
+TAU_FACTOR = 0.75
+
+_add, _min, _max, _mul, _dot = np.add.reduce, np.minimum.reduce, np.maximum.reduce, np.multiply, np.dot
 
 
 def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
@@ -37,11 +53,47 @@ def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
     return part[order]
 
 
+def _exact_shift(flat: np.ndarray) -> float:
+    """K for a first chunk: its float64 mean rounded to float32 when |mean| > 0.1 σ, else 0.
+
+    The mean is numpy's float64 mean of the finite values; σ is summed in float64 sub-blocks (no
+    chunk-sized float64 temporary).
+    """
+    mean = float(flat.mean(dtype=np.float64)) if flat.size else 0.0
+    finite = flat
+    if not math.isfinite(mean):  # a NaN or an Inf in the chunk: only then copy out the finite values
+        finite = flat[np.isfinite(flat)]
+        mean = float(finite.mean(dtype=np.float64)) if finite.size else 0.0
+    if not finite.size:
+        return 0.0
+    ss = 0.0
+    for i in range(0, finite.size, SUB_BLOCK):
+        d = finite[i:i + SUB_BLOCK].astype(np.float64) - mean
+        ss += float(np.dot(d, d))
+    std = math.sqrt(ss / finite.size)
+    # float32, because the shift is applied in float32 and `moments` must add back the same value
+    return float(np.float32(mean)) if abs(mean) > SHIFT_RATIO * std else 0.0
+
+
 def count_beyond(values: np.ndarray, center: float, limit: float) -> int:
-    """How many values have |x − center| > limit, in float64, a sub-block at a time."""
+    """How many values have |x − center| > limit, decided in float64, a sub-block at a time.
+
+    A float32 comparison against bounds pulled in by a relative 1e-6 first picks a superset of the
+    values beyond (NaN never passes it); only those are then tested exactly in float64.
+    """
     flat, n = values.reshape(-1), 0
+    delta = 1e-6 * (abs(center) + limit)
+    with np.errstate(over="ignore"):
+        hi, lo = np.float32(center + limit - delta), np.float32(center - limit + delta)
+    if not (math.isfinite(hi) and math.isfinite(lo)):  # bounds beyond float32: test every value exactly
+        for i in range(0, flat.size, SUB_BLOCK):
+            n += int(np.count_nonzero(np.abs(flat[i:i + SUB_BLOCK].astype(np.float64) - center) > limit))
+        return n
     for i in range(0, flat.size, SUB_BLOCK):
-        n += int(np.count_nonzero(np.abs(flat[i:i + SUB_BLOCK].astype(np.float64) - center) > limit))
+        x = flat[i:i + SUB_BLOCK]
+        near = x[(x > hi) | (x < lo)]
+        if near.size:
+            n += int(np.count_nonzero(np.abs(near.astype(np.float64) - center) > limit))
     return n
 
 
@@ -64,24 +116,108 @@ class WeightAccumulator:
     tau: float = 0.0
     candidates: list[np.ndarray] = field(default_factory=list)
     n_candidates: int = 0
+    _sq: np.ndarray = field(default_factory=lambda: np.empty(SUB_BLOCK, np.float32), repr=False)
+    # when a list: every sub-block's (Σd, Σd², Σd³, Σd⁴), in order, so that `merge` can replay the
+    # float64 additions of one accumulator fed every chunk (a tensor split across workers)
+    partials: list[tuple[float, float, float, float]] | None = field(default=None, repr=False)
 
     def update(self, flat_start: int, values: np.ndarray) -> None:
-        """Add values (any shape, float32) whose first element has flat index `flat_start`."""
-        flat = values.reshape(-1)
-        if self.shift is None:
-            self._start(flat)
-        sq = np.empty(min(SUB_BLOCK, flat.size), np.float32)
-        for i in range(0, flat.size, SUB_BLOCK):
-            self._sub_block(flat_start + i, flat[i:i + SUB_BLOCK], sq)
+        """Add values (any shape, float32) whose first element has flat index `flat_start`.
 
-    def _start(self, flat: np.ndarray) -> None:
-        finite = flat[np.isfinite(flat)]
-        mean = float(finite.mean(dtype=np.float64)) if finite.size else 0.0
-        std = float(finite.std(dtype=np.float64)) if finite.size else 0.0
-        # shifting costs a pass; only worth it when the mean is not small against the spread
-        # float32, because the shift is applied in float32 and `moments` must add back the same value
-        self.shift = float(np.float32(mean)) if abs(mean) > 0.1 * std else 0.0
-        self.tau = 0.5 * self.outlier_sigma * std
+        `values` is only read during the call (a reused buffer is fine).
+        """
+        flat = values.reshape(-1)
+        if self.shift is not None:
+            self._pass(flat_start, flat)
+            return
+        if self._start(flat):  # K decided exactly from this chunk
+            self._pass(flat_start, flat)
+            return
+        self.shift = 0.0  # provisional: confirm from this chunk's own sums
+        self._pass(flat_start, flat)
+        mean, std, _ = self.moments()
+        if self.n and abs(mean) > SHIFT_RATIO * std * (1 - 1e-3):  # may need K after all
+            shift = _exact_shift(flat)
+            if shift:
+                self._reset(shift)
+                self._pass(flat_start, flat)
+
+    def _start(self, flat: np.ndarray) -> bool:
+        """Estimate τ from a sample; decide K now (True) when the sample says it may be needed."""
+        sample = flat[::max(1, flat.size // SAMPLE)]
+        sample = sample[np.isfinite(sample)].astype(np.float64)
+        mean = float(sample.mean()) if sample.size else 0.0
+        std = float(sample.std()) if sample.size else 0.0
+        self.tau = TAU_FACTOR * self.outlier_sigma * std
+        if sample.size and abs(mean) > 0.5 * SHIFT_RATIO * std:
+            self.shift = _exact_shift(flat)
+            return True
+        return False
+
+    def _reset(self, shift: float) -> None:
+        self.shift, self.n, self.nan, self.inf = shift, 0, 0, 0
+        self.sums = np.zeros(4)
+        self.vmin, self.vmax = math.inf, -math.inf
+        self.top_vals, self.top_idx = np.zeros(0, np.float32), np.zeros(0, np.int64)
+        self.candidates, self.n_candidates = [], 0
+        if self.partials is not None:
+            self.partials.clear()
+
+    def _add(self, sums: tuple[float, float, float, float]) -> None:
+        self.sums += sums
+        if self.partials is not None:
+            self.partials.append(sums)
+
+    def _pass(self, flat_start: int, flat: np.ndarray) -> None:
+        """Every sub-block of one chunk. The fast loop does what `_sub_block` does for K = 0 and
+        finite values, with the same float32 reductions in the same order and the same float64
+        running sums; anything else goes through `_sub_block`."""
+        sq = self._sq
+        if self.shift:
+            for i in range(0, flat.size, SUB_BLOCK):
+                self._sub_block(flat_start + i, flat[i:i + SUB_BLOCK], sq)
+            return
+        s1, s2, s3, s4 = self.sums.tolist()
+        n, vmin, vmax, k, record = self.n, self.vmin, self.vmax, self.top_k, self.partials
+        top_floor = abs(float(self.top_vals[-1])) if self.top_vals.size >= k > 0 else -1.0
+        tau2 = np.float32(self.tau * self.tau)
+        for i in range(0, flat.size, SUB_BLOCK):
+            x = flat[i:i + SUB_BLOCK]
+            q = sq[:x.size]
+            _mul(x, x, out=q)
+            a, b = float(_add(x)), float(_add(q))
+            if not (math.isfinite(a) and math.isfinite(b)):
+                self.sums[:] = (s1, s2, s3, s4)
+                self.n, self.vmin, self.vmax = n, vmin, vmax
+                self._non_finite(flat_start + i, x)
+                s1, s2, s3, s4 = self.sums.tolist()
+                n, vmin, vmax = self.n, self.vmin, self.vmax
+                top_floor = abs(float(self.top_vals[-1])) if self.top_vals.size >= k > 0 else -1.0
+                tau2 = np.float32(self.tau * self.tau)
+                continue
+            c, e = float(_dot(q, x)), float(_dot(q, q))
+            s1 += a
+            s2 += b
+            s3 += c
+            s4 += e
+            if record is not None:
+                record.append((a, b, c, e))
+            n += x.size
+            lo, hi = float(_min(x)), float(_max(x))
+            if lo < vmin:
+                vmin = lo
+            if hi > vmax:
+                vmax = hi
+            absmax = max(hi, -lo)
+            if k and absmax > top_floor:
+                self._top(flat_start + i, x)
+                top_floor = abs(float(self.top_vals[-1])) if self.top_vals.size >= k else -1.0
+            # with K = 0, q = x·x rounded, which is monotone in |x|: its max is absmax² rounded
+            if np.float32(absmax) * np.float32(absmax) > tau2:
+                self._keep_candidates(x[q > tau2])
+                tau2 = np.float32(self.tau * self.tau)
+        self.sums[:] = (s1, s2, s3, s4)
+        self.n, self.vmin, self.vmax = n, vmin, vmax
 
     def _sub_block(self, start: int, x: np.ndarray, sq: np.ndarray) -> None:
         d = x - np.float32(self.shift) if self.shift else x
@@ -91,7 +227,7 @@ class WeightAccumulator:
         if not (math.isfinite(s1) and math.isfinite(s2)):
             self._non_finite(start, x)
             return
-        self.sums += (s1, s2, float(np.dot(q, d)), float(np.dot(q, q)))
+        self._add((s1, s2, float(np.dot(q, d)), float(np.dot(q, q))))
         self.n += x.size
         lo, hi = float(x.min()), float(x.max())
         self.vmin, self.vmax = min(self.vmin, lo), max(self.vmax, hi)
@@ -112,7 +248,7 @@ class WeightAccumulator:
             finite = x[idx]
             d = finite - np.float32(self.shift) if self.shift else finite
             q = d * d
-            self.sums += (float(d.sum()), float(q.sum()), float(np.dot(q, d)), float(np.dot(q, q)))
+            self._add((float(d.sum()), float(q.sum()), float(np.dot(q, d)), float(np.dot(q, q))))
             self.n += finite.size
             self.vmin, self.vmax = min(self.vmin, float(finite.min())), max(self.vmax, float(finite.max()))
             self._merge_top(start + idx, finite)
@@ -121,9 +257,19 @@ class WeightAccumulator:
 
     def _top(self, start: int, x: np.ndarray) -> None:
         if self.top_vals.size < self.top_k:
-            idx = top_k_indices(x, self.top_k)
-        else:
-            idx = np.flatnonzero(np.abs(x) > abs(float(self.top_vals[-1])))
+            # fill from a prefix (a partition of 64 Ki values costs more than the rest of the
+            # sub-block); the rest is then sifted against the k-th value like any later sub-block
+            head = max(TOP_FILL, self.top_k)
+            idx = top_k_indices(x[:head], self.top_k)
+            self._merge_top(start + idx, x[idx])
+            if x.size <= head:
+                return
+            start, x = start + head, x[head:]
+            if self.top_vals.size < self.top_k:
+                idx = top_k_indices(x, self.top_k)
+                self._merge_top(start + idx, x[idx])
+                return
+        idx = np.flatnonzero(np.abs(x) > abs(float(self.top_vals[-1])))
         self._merge_top(start + idx, x[idx])
 
     def _merge_top(self, flat_idx: np.ndarray, vals: np.ndarray) -> None:
@@ -135,15 +281,55 @@ class WeightAccumulator:
     def _keep_candidates(self, values: np.ndarray) -> None:
         if not values.size:
             return
-        self.candidates.append(values.copy())
+        self.candidates.append(values)  # callers pass fresh arrays (boolean indexing copies)
         self.n_candidates += values.size
         if self.n_candidates > MAX_CANDIDATES:
-            # raise τ so that half the cap survives; exactness is re-checked in finish()
-            pool = np.concatenate(self.candidates)
-            dist = np.abs(pool - np.float32(self.shift))
-            self.tau = float(np.partition(dist, dist.size - MAX_CANDIDATES // 2)[dist.size - MAX_CANDIDATES // 2])
-            kept = pool[dist > self.tau]
-            self.candidates, self.n_candidates = [kept], kept.size
+            self._shrink_candidates()
+
+    def _shrink_candidates(self) -> None:
+        # raise τ so that half the cap survives; exactness is re-checked in finish()
+        pool = np.concatenate(self.candidates)
+        dist = np.abs(pool - np.float32(self.shift))
+        half = dist.size - MAX_CANDIDATES // 2
+        # never below the τ some candidates were gathered at (merged parts may differ)
+        self.tau = max(self.tau, float(np.partition(dist, half)[half]))
+        kept = pool[dist > self.tau]
+        self.candidates, self.n_candidates = [kept], kept.size
+
+    # -- a tensor split across workers ------------------------------------------------------------
+    def primed(self, first_chunk: np.ndarray, first_start: int = 0) -> WeightAccumulator:
+        """A fresh recording accumulator for chunks after the first: K and τ as this tensor's first
+        chunk sets them (found by feeding it to a throwaway accumulator: the same decision)."""
+        probe = WeightAccumulator(self.shape, self.top_k, self.outlier_sigma)
+        probe.update(first_start, first_chunk)
+        out = WeightAccumulator(self.shape, self.top_k, self.outlier_sigma, partials=[])
+        out.shift, out.tau = probe.shift, probe.tau
+        return out
+
+    @classmethod
+    def merge(cls, parts: list[WeightAccumulator]) -> WeightAccumulator:
+        """One accumulator from recording accumulators of consecutive chunk ranges of one tensor,
+        equal to one fed every chunk: the float64 sums are replayed sub-block by sub-block in order;
+        counts add; min, max, top-k and candidates combine exactly (τ: the largest, which the
+        exactness check in `needs_recount` then uses)."""
+        first = parts[0]
+        out = cls(first.shape, first.top_k, first.outlier_sigma)
+        out.shift = first.shift
+        for p in parts:
+            if p.partials is None or p.shift != first.shift:
+                raise ValueError("merge needs recording accumulators with the same shift K")
+            for sums in p.partials:
+                out.sums += sums
+            out.n, out.nan, out.inf = out.n + p.n, out.nan + p.nan, out.inf + p.inf
+            out.vmin, out.vmax = min(out.vmin, p.vmin), max(out.vmax, p.vmax)
+            if p.top_vals.size:
+                out._merge_top(p.top_idx, p.top_vals)
+            out.candidates += p.candidates
+            out.n_candidates += p.n_candidates
+            out.tau = max(out.tau, p.tau)
+        if out.n_candidates > MAX_CANDIDATES:
+            out._shrink_candidates()
+        return out
 
     # -- results ---------------------------------------------------------------------------------
     def moments(self) -> tuple[float, float, float]:

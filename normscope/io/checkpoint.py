@@ -3,6 +3,11 @@
 A `Checkpoint` never holds a whole tensor unless asked to: `iter_rows` yields float32 row
 blocks of at most `max_elements` values (at least one row), reading the bytes with `pread`
 into one reusable buffer, so memory is bounded by a chunk, not by a tensor or a model.
+`iter_chunks` is the streaming path for one pass over every value: flat float32 pieces decoded
+into a second reusable buffer (no allocation, so no page faults, per chunk), with rows longer
+than a chunk split at element or quantization-block boundaries, so memory stays bounded even for
+a single multi-GB row. Nothing is memory-mapped: `pread` fills only the buffers, and the page
+cache it goes through is not counted against the process.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class Checkpoint(ABC):
         self.metadata = metadata
         self._fds: dict[Path, int] = {}
         self._buf = bytearray()
+        self._out = np.empty(0, np.float32)  # iter_chunks' reusable decode buffer
 
     # -- decoding, one method per format ---------------------------------------------------
     @abstractmethod
@@ -77,6 +83,18 @@ class Checkpoint(ABC):
     def _raw_dtype(self, entry: TensorEntry) -> np.dtype:
         """The numpy dtype that views stored bytes (uint8 for block-quantized types)."""
         return np.dtype(np.uint8)
+
+    def _granule(self, entry: TensorEntry) -> tuple[int, int] | None:
+        """(values, bytes) of the smallest independently decodable piece of a row (1 value, or one
+        quantization block), or None when rows cannot be split (then a chunk holds whole rows)."""
+        return None
+
+    def _decode_into(self, entry: TensorEntry, raw: memoryview, out: np.ndarray) -> np.ndarray:
+        """float32 values of `raw` (whole granules), written into `out` (1-D, the right size) or
+        returned as a view of `raw` when the stored bytes already are float32."""
+        n_rows = max(1, out.size // max(1, entry.row_len))
+        out[:] = self._decode(entry, raw, n_rows).reshape(-1)
+        return out
 
     # -- reading ---------------------------------------------------------------------------
     def rows_per_chunk(self, entry: TensorEntry, max_elements: int = DEFAULT_CHUNK_ELEMENTS) -> int:
@@ -95,6 +113,44 @@ class Checkpoint(ABC):
             n = min(step, entry.n_rows - row0)
             yield row0, self._decode(entry, self._read(entry, row0, n), n)
 
+    def iter_chunks(self, entry: TensorEntry, max_elements: int = DEFAULT_CHUNK_ELEMENTS, first: int = 0,
+                    stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (flat_start, float32 1-D values) covering the tensor in order; one pass, bounded memory.
+
+        Chunks are the same as `iter_rows`' (whole rows, at most `max_elements` values) when a row
+        fits; a longer row is split into pieces of at most `max_elements` values (rounded to whole
+        quantization blocks). `first`/`stop` select chunks [first, stop) of `n_chunks` (a worker's
+        share of one large tensor). The arrays are views of buffers this checkpoint reuses: they are
+        valid until the next read from it, so copy what you keep.
+
+        Example:
+            >>> for start, values in ckpt.iter_chunks(ckpt.entries["w"]):
+            ...     total += float(values.sum(dtype=np.float64))
+        """
+        for start, byte0, n in self._pieces(entry, max_elements)[first:stop]:
+            raw = self._read_bytes(entry, byte0, n * entry.nbytes // max(1, entry.n_elements))
+            if self._out.size < n:
+                self._out = np.empty(n, np.float32)
+            yield start, self._decode_into(entry, raw, self._out[:n])
+
+    def n_chunks(self, entry: TensorEntry, max_elements: int = DEFAULT_CHUNK_ELEMENTS) -> int:
+        """How many chunks `iter_chunks` yields for this tensor."""
+        return len(self._pieces(entry, max_elements))
+
+    def _pieces(self, entry: TensorEntry, max_elements: int) -> list[tuple[int, int, int]]:
+        """(first value, first byte, values) of every chunk of a tensor."""
+        if entry.nbytes % max(entry.n_rows, 1):
+            self._read(entry, 0, 0)  # raises the whole-rows error
+        granule = self._granule(entry)
+        if entry.row_len <= max_elements or granule is None:
+            step = self.rows_per_chunk(entry, max_elements)
+            return [(r * entry.row_len, r * entry.row_bytes, min(step, entry.n_rows - r) * entry.row_len)
+                    for r in range(0, entry.n_rows, step)]
+        g_values, g_bytes = granule
+        per = max(1, max_elements // g_values)  # granules per piece
+        n_granules = entry.n_elements // g_values
+        return [(g * g_values, g * g_bytes, min(per, n_granules - g) * g_values) for g in range(0, n_granules, per)]
+
     def read(self, entry: TensorEntry) -> np.ndarray:
         """The whole tensor as float32 in its shape. Only for tensors known to be small."""
         parts = [block for _, block in self.iter_rows(entry, max(entry.n_elements, 1))]
@@ -109,12 +165,15 @@ class Checkpoint(ABC):
         if entry.nbytes % max(entry.n_rows, 1):
             raise CheckpointError(f"{entry.file}: tensor {entry.name!r} has {entry.nbytes} bytes, "
                                   f"not a whole number of its {entry.n_rows} rows")
-        size = n_rows * entry.row_bytes
+        return self._read_bytes(entry, row0 * entry.row_bytes, n_rows * entry.row_bytes)
+
+    def _read_bytes(self, entry: TensorEntry, byte0: int, size: int) -> memoryview:
+        """Bytes [byte0, byte0 + size) of a tensor, in the reusable buffer."""
         if len(self._buf) < size:
             self._buf = bytearray(size)
         view = memoryview(self._buf)[:size]
         fd = self._fd(entry.file)
-        offset, done = entry.offset + row0 * entry.row_bytes, 0
+        offset, done = entry.offset + byte0, 0
         while done < size:
             got = os.preadv(fd, [view[done:]], offset + done)
             if got <= 0:
@@ -135,6 +194,7 @@ class Checkpoint(ABC):
             os.close(fd)
         self._fds.clear()
         self._buf = bytearray()
+        self._out = np.empty(0, np.float32)
 
     def __enter__(self) -> Checkpoint:
         return self

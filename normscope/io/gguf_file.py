@@ -29,6 +29,7 @@ _MAX_DIMS = 4  # ref: ggml.h GGML_MAX_DIMS
 # ref: gguf-py constants.py GGUFValueType -> struct format (None: string, array)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
+DEQUANT_PIECE = 1 << 20  # values dequantized at once by iter_chunks
 
 
 class _Cursor:
@@ -173,3 +174,23 @@ class GGUFCheckpoint(Checkpoint):
             raise CheckpointError(f"{entry.file}: tensor {entry.name!r} has type {entry.dtype}, "
                                   "which gguf-py cannot dequantize") from None
         return np.asarray(values, dtype=np.float32).reshape(n_rows, entry.row_len)
+
+    def _granule(self, entry: TensorEntry) -> tuple[int, int]:
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType[entry.dtype]]
+        return block, type_size
+
+    def _decode_into(self, entry: TensorEntry, raw: memoryview, out: np.ndarray) -> np.ndarray:
+        # gguf-py's dequantizers make several temporaries the size of their input: feed them
+        # pieces of DEQUANT_PIECE values so a 64 MiB chunk does not cost 64 MiB × k of scratch.
+        block, type_size = self._granule(entry)
+        blocks = np.frombuffer(raw, dtype=np.uint8).reshape(-1, type_size)  # (n_blocks, type_size)
+        per = max(1, DEQUANT_PIECE // block)
+        for b in range(0, blocks.shape[0], per):
+            piece = blocks[b:b + per].reshape(1, -1)
+            try:
+                values = dequantize(piece, GGMLQuantizationType[entry.dtype])
+            except NotImplementedError:
+                raise CheckpointError(f"{entry.file}: tensor {entry.name!r} has type {entry.dtype}, "
+                                      "which gguf-py cannot dequantize") from None
+            out[b * block:b * block + values.size] = values.reshape(-1)
+        return out

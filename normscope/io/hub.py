@@ -2,6 +2,8 @@
 
 Only weights and configuration are fetched (never `*.bin` when safetensors exist), into the
 user's shared HF cache with the user's token; `HF_HUB_OFFLINE=1` serves from that cache alone.
+Download progress goes to the caller's `progress` callback (huggingface_hub's own tqdm bars are
+replaced by a silent class that forwards to it, so a library call prints nothing).
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import SourceNotFoundError
+from ..results import ProgressFn
 
 __all__ = ["HubId", "parse_hub_id", "resolve_hub"]
 
@@ -59,13 +63,50 @@ def _choose_patterns(files: list[str], hub: HubId) -> list[str]:
     raise SourceNotFoundError(f"{hub.repo_id}: no weights found (no *.safetensors, *.gguf or *.bin files)")
 
 
-def resolve_hub(hub: HubId, token: str | bool | None = None, cache_dir: Path | None = None) -> Path:
+def _progress_tqdm(progress: ProgressFn | None, label: str) -> type:
+    """A tqdm stand-in for `snapshot_download(tqdm_class=…)`: prints nothing, forwards byte counts.
+
+    huggingface_hub makes its byte bars with unit="B" (the file-count bar has none); the first one
+    (bytes received) is forwarded as progress(label, bytes_done, bytes_total).
+    """
+    from tqdm.auto import tqdm
+
+    first: list[object] = []
+
+    class _Forward(tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = False
+            kwargs["file"] = _Null()
+            super().__init__(*args, **kwargs)
+            if self.unit == "B" and not first:
+                first.append(self)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            out = super().update(n)
+            if progress is not None and first and first[0] is self:
+                progress(label, int(self.n), int(self.total or 0))
+            return out
+
+    return _Forward
+
+
+class _Null:
+    def write(self, _: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def resolve_hub(hub: HubId, token: str | bool | None = None, cache_dir: Path | None = None,
+                progress: ProgressFn | None = None) -> Path:
     """Download (or find in the cache) the files normscope needs and return the snapshot directory.
 
     Args:
         hub: the parsed hub id.
         token: a token, or None for the usual places (HF_TOKEN, the saved login).
         cache_dir: an HF cache directory, or None for the user's (HF_HOME / HF_HUB_CACHE).
+        progress: called as progress(description, bytes_done, bytes_total) while files download.
 
     Returns:
         The local snapshot directory (or the single file when `hub.filename` was given).
@@ -75,9 +116,9 @@ def resolve_hub(hub: HubId, token: str | bool | None = None, cache_dir: Path | N
             token, or not cached while offline. The message says which and what to do.
     """
     import huggingface_hub as hf
-    from huggingface_hub import errors
+    from huggingface_hub import constants, errors
 
-    offline = hf.constants.HF_HUB_OFFLINE
+    offline = constants.HF_HUB_OFFLINE  # read from the environment when huggingface_hub was imported
     try:
         if offline:
             files = None
@@ -91,7 +132,8 @@ def resolve_hub(hub: HubId, token: str | bool | None = None, cache_dir: Path | N
             _choose_patterns(cached, hub)  # same choice (and errors) as online
         else:
             folder = Path(hf.snapshot_download(hub.repo_id, revision=hub.revision, cache_dir=cache_dir,
-                                               token=token, allow_patterns=patterns))
+                                               token=token, allow_patterns=patterns,
+                                               tqdm_class=_progress_tqdm(progress, f"downloading {hub.repo_id}")))
     except errors.GatedRepoError:
         raise SourceNotFoundError(
             f"{hub.repo_id} is gated: accept its license on huggingface.co, then log in with "

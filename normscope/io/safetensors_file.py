@@ -7,6 +7,7 @@ must equal the byte length, all before a single tensor byte is read.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -19,7 +20,7 @@ from ..errors import CheckpointError, SourceNotFoundError
 from .checkpoint import Checkpoint, TensorEntry
 from .dtypes import numpy_dtype
 
-__all__ = ["SafetensorsCheckpoint", "read_header", "INDEX_NAME", "SINGLE_NAME"]
+__all__ = ["SafetensorsCheckpoint", "PlainDecoding", "read_header", "decode_plain_into", "INDEX_NAME", "SINGLE_NAME"]
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -109,7 +110,24 @@ def load_config(directory: Path) -> dict[str, Any] | None:
     return data
 
 
-class SafetensorsCheckpoint(Checkpoint):
+class PlainDecoding:
+    """Decoding for checkpoints whose tensors are plain arrays of a safetensors dtype (safetensors, torch)."""
+
+    def _raw_dtype(self, entry: TensorEntry) -> np.dtype:
+        return numpy_dtype(entry.dtype)
+
+    def _decode(self, entry: TensorEntry, raw: memoryview, n_rows: int) -> np.ndarray:
+        values = np.frombuffer(raw, dtype=numpy_dtype(entry.dtype))
+        return values.astype(np.float32).reshape(n_rows, entry.row_len)
+
+    def _granule(self, entry: TensorEntry) -> tuple[int, int]:
+        return 1, numpy_dtype(entry.dtype).itemsize
+
+    def _decode_into(self, entry: TensorEntry, raw: memoryview, out: np.ndarray) -> np.ndarray:
+        return decode_plain_into(entry.dtype, raw, out)
+
+
+class SafetensorsCheckpoint(PlainDecoding, Checkpoint):
     """One .safetensors file, or an HF directory with a single file or an index of shards."""
 
     format = "safetensors"
@@ -161,12 +179,27 @@ class SafetensorsCheckpoint(Checkpoint):
         _no_duplicates(entries, directory)
         return cls(directory, tuple(files), entries, load_config(directory), {"__metadata__": metas})
 
-    def _raw_dtype(self, entry: TensorEntry) -> np.dtype:
-        return numpy_dtype(entry.dtype)
 
-    def _decode(self, entry: TensorEntry, raw: memoryview, n_rows: int) -> np.ndarray:
-        values = np.frombuffer(raw, dtype=numpy_dtype(entry.dtype))
-        return values.astype(np.float32).reshape(n_rows, entry.row_len)
+
+def decode_plain_into(dtype: str, raw: memoryview, out: np.ndarray) -> np.ndarray:
+    """float32 values of stored bytes of a plain dtype: F32 as a view of `raw`, others cast into `out`
+    (the same cast as `astype`, without allocating)."""
+    stored = np.frombuffer(raw, dtype=numpy_dtype(dtype))
+    if stored.dtype == np.float32:
+        return stored
+    if dtype in _BYTE_FLOATS:  # 256 codes: a table look-up is ~3x ml_dtypes' cast, and the same values
+        np.take(_byte_table(dtype), stored.view(np.uint8), out=out)
+        return out
+    np.copyto(out, stored, casting="unsafe")
+    return out
+
+
+_BYTE_FLOATS = ("F8_E4M3", "F8_E5M2")
+
+
+@functools.cache
+def _byte_table(dtype: str) -> np.ndarray:
+    return np.arange(256, dtype=np.uint8).view(numpy_dtype(dtype)).astype(np.float32)
 
 
 def _no_duplicates(entries: list[TensorEntry], where: Path) -> None:

@@ -101,3 +101,15 @@ def test_constant_and_zero_tensors():
     assert s.std == 0 and s.outlier_count == 0 and np.isnan(s.absmax_over_std)
     c = np.full((4, 8), 2.5, np.float32)
     assert run(c, 3).mean == pytest.approx(2.5)
+
+
+def test_count_beyond_is_exact_at_the_boundary():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        x = (rng.standard_t(3, 5000) * rng.uniform(0.01, 100)).astype(np.float32)
+        x[rng.integers(0, 5000, 5)] = np.nan
+        x[0] = np.inf
+        center = float(rng.normal(0, 1))
+        limit = float(np.abs(x[np.isfinite(x)].astype(np.float64) - center)[rng.integers(0, 100)])  # on a value
+        want = int(np.count_nonzero(np.abs(x.astype(np.float64) - center) > limit))
+        assert stats_mod.count_beyond(x, center, limit) == want

@@ -1,0 +1,37 @@
+"""The benchmarks in benchmarks/ run (on tiny models, in seconds); their timings are not checked here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_bench_analyze_runs_on_a_tiny_model(tmp_path):
+    out = tmp_path / "analyze.json"
+    r = _run(str(BENCH / "bench_analyze.py"), "--tiny", "--json", str(out))
+    assert "ratio to floor" in r.stdout and "Q4_0 GGUF" in r.stdout
+    report = json.loads(out.read_text())
+    assert set(report["floor_vs_analyze"]["analyze"]) == {"1", "2"}
+    assert set(report["formats"]) == {"BF16", "F16", "F32", "F8_E4M3", "Q8_0 GGUF", "Q4_0 GGUF"}
+
+
+def test_bench_memory_runs_on_a_tiny_model(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import GEMMA_CONFIG, gemma_tensors, write_model
+
+    model = write_model(tmp_path / "m", gemma_tensors(), GEMMA_CONFIG, "BF16", shards=2)
+    out = tmp_path / "memory.json"
+    r = _run(str(BENCH / "bench_memory.py"), str(model), "--big-gib", "0.01", "--json", str(out))
+    cases = json.loads(out.read_text())
+    assert [c["returncode"] for c in cases] == [0, 0, 0, 0] and "largest process" in r.stdout
+    assert all(c["max_process_mib"] > 0 for c in cases)
