@@ -80,20 +80,34 @@ class ExactQuantiles:
         self.keep[list(self._rank_bins().values())] = True
         self.kept, self.hist, self.seen = [], np.zeros(N_BINS, dtype=np.int64), 0
 
-    def result(self) -> dict[float, float]:
-        """{percentile: value}, numpy's linear interpolation between order statistics."""
+    def result(self, method: str = "linear") -> dict[float, float]:
+        """{percentile: value} as numpy's `np.percentile(…, method=method)`: "linear" interpolates between
+        the two order statistics around the rank, "lower" takes the one below (a value of the data)."""
+        if method not in ("linear", "lower"):
+            raise ValueError(f"method {method!r}: 'linear' or 'lower'")
         if self.n == 0:
             return {p: float("nan") for p in self.percentiles}
-        kept = np.sort(np.concatenate(self.kept)) if self.kept else np.zeros(0, np.float32)
+        kept = np.concatenate(self.kept) if self.kept else np.zeros(0, np.float32)
         kept_bins = _bins(kept)
         starts = np.concatenate([[0], np.cumsum(self.hist)[:-1]])
         value = {}
+        by_bin: dict[int, list[int]] = {}
         for r, b in self._rank_bins().items():
-            first = int(np.searchsorted(kept_bins, b, side="left"))  # kept values of bin b, sorted
-            value[r] = float(kept[first + (r - int(starts[b]))])
+            by_bin.setdefault(b, []).append(r)
+        for b, ranks in by_bin.items():
+            inside = kept[kept_bins == b]  # the kept values of bin b: its order statistics, unsorted
+            at = [r - int(starts[b]) for r in ranks]
+            part = np.partition(inside, at)  # linear time, where a sort of every kept value was n log n
+            for r, k in zip(ranks, at):
+                value[r] = float(part[k])
         out = {}
         for p in self.percentiles:
             x = p / 100.0 * (self.n - 1)
             lo, hi = int(np.floor(x)), int(np.ceil(x))
-            out[p] = value[lo] + (value[hi] - value[lo]) * (x - lo)
+            a, b, t = value[lo], value[hi], x - lo
+            if method == "lower":
+                out[p] = a
+                continue
+            # numpy's _lerp to the bit: interpolate from the nearer order statistic
+            out[p] = b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
         return out

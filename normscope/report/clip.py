@@ -1,0 +1,133 @@
+"""clip and clip-sweep results as tables (terminal and Markdown share them) and plain-words notes.
+Every number shown is a field of the result; nothing is computed here."""
+
+from __future__ import annotations
+
+import math
+
+from ..results import ClipResult, ClipSweepResult
+from .fmt import count, num, size
+from .markdown import md_table
+from .tables import Table
+from .terminal import render_tables
+
+__all__ = ["clip_header", "clip_tables", "clip_terminal", "clip_markdown", "sweep_header", "sweep_tables",
+           "sweep_terminal", "sweep_markdown"]
+
+
+def _rel(x: float) -> str:
+    return num(x, 4)
+
+
+def _db(x: float) -> str:
+    return num(x) if not math.isfinite(x) else f"{x:.2f}"
+
+
+def _signed_pct(x: float) -> str:
+    return f"{100 * x:+.2f}%"
+
+
+def clip_header(r: ClipResult) -> list[str]:
+    lines = [f"source: {r.source.spec or r.source.path} ({r.source.format}) · architecture {r.architecture}",
+             f"clip: p{r.percentile:g} of |value| per {r.per.value} · scope {r.scope.value} · "
+             f"{r.considered} tensors in scope, {r.changed} changed, {count(r.values_clipped)} values clipped"]
+    if r.dry_run:
+        lines.append("dry run: nothing written" + (f" (would write {r.out})" if r.out else ""))
+    else:
+        check = "every byte re-read and checked" if r.verified else "NOT verified"
+        lines.append(f"output: {r.out} ({len(r.files)} files and normscope-clip.json; {check})")
+    return lines
+
+
+def clip_tables(r: ClipResult, top: int = 10) -> list[Table]:
+    """The changed tensors (largest |value| first), the super-weight candidates, the files written."""
+    ranked = sorted(r.tensors, key=lambda t: -t.max_before)[:top]
+    changed = Table(f"Changed tensors (top {len(ranked)} of {len(r.tensors)} by max |value| before)",
+                    ("tensor", "clipped on", "dtype", "threshold", "clipped", "max before", "max after"),
+                    tuple((t.name, f"gain ({t.convention.value})" if t.convention else "|w|", t.dtype,
+                           num(t.threshold) if t.threshold == t.threshold_min else
+                           f"{num(t.threshold_min)}…{num(t.threshold)}",
+                           count(t.clipped) + (f" (+{t.protected} kept)" if t.protected else ""),
+                           num(t.max_before), num(t.max_after)) for t in ranked), "lllrrrr")
+    strongest = sorted(r.super_weights, key=lambda s: -s.z)[:top]
+    supers = Table(f"Super-weight candidates, data-free ({'protected' if r.protect else 'NOT protected'}; top "
+                   f"{len(strongest)} of {len(r.super_weights)} by z)", ("tensor", "row", "col", "value", "z"),
+                   tuple((s.tensor, str(s.row), str(s.col), num(s.value), f"{s.z:.1f}") for s in strongest), "lrrrr")
+    files = Table("Files written", ("file", "action", "size", "sha256"),
+                  tuple((f.name, f.action, size(f.size), f.sha256[:16]) for f in r.files), "llrl")
+    return [changed, supers, files]
+
+
+def _clip_notes(r: ClipResult) -> list[tuple[str, str]]:
+    notes = [("warning", w) for w in r.warnings]
+    notes += [("info", n) for n in r.notes]
+    notes += [("info", f"left alone: {s}") for s in r.skipped]
+    return notes
+
+
+def clip_terminal(r: ClipResult, top: int = 10, width: int = 120, color: bool = False) -> str:
+    """The clip summary as shown by `normscope clip`."""
+    return render_tables(clip_header(r), clip_tables(r, top), _clip_notes(r), width, color)
+
+
+def clip_markdown(r: ClipResult, top: int = 10) -> str:
+    """The clip report as GitHub-flavoured Markdown."""
+    parts = ["## normscope clip", ""] + [f"- {line}" for line in clip_header(r)] + [""]
+    parts += [md for t in clip_tables(r, top) if (md := md_table(t))]
+    notes = _clip_notes(r)
+    if notes:
+        parts.append("### Notes\n")
+        parts += [f"- **{sev}**: {text}" for sev, text in notes]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# -- sweep ---------------------------------------------------------------------------------------
+
+def sweep_header(r: ClipSweepResult) -> list[str]:
+    return [f"source: {r.source.spec or r.source.path} ({r.source.format}) · architecture {r.architecture}",
+            f"clip sweep: p{', p'.join(f'{p:g}' for p in r.percentiles)} per {r.per.value} · scope {r.scope.value} · "
+            f"schemes {', '.join(r.schemes)}",
+            "errors are ‖d‖/‖x‖ against the original tensor: clip = c − x, quant = q − c, total = q − x"]
+
+
+def sweep_tables(r: ClipSweepResult, top: int = 10) -> list[Table]:
+    """Per scheme the pooled errors by percentile, the best percentile, and the tensors clipping helps most."""
+    tables = [Table("Best percentile per scheme (pooled over the tensors each quantizes)",
+                    ("scheme", "best", "total", "unclipped", "helped", "hurt", "not quantized"),
+                    tuple((b.scheme, f"p{b.percentile:g}", _rel(b.total_rel_l2), _rel(b.no_clip_total_rel_l2),
+                           str(len(b.helped)), str(len(b.hurt)), str(len(b.unquantized))) for b in r.best),
+                    "lrrrrrr")]
+    for s in r.schemes:
+        rows = [t for t in r.totals if t.scheme == s]
+        n = rows[0].tensors if rows else 0
+        tables.append(Table(f"{s}: pooled over the {n} tensors it quantizes",
+                            ("percentile", "clipped", "clip", "quant", "total", "SQNR dB", "vs unclipped"),
+                            tuple((f"p{t.percentile:g}", count(t.clipped), _rel(t.clip_rel_l2), _rel(t.quant_rel_l2),
+                                   _rel(t.total_rel_l2), _db(t.total_sqnr_db), _signed_pct(t.vs_no_clip))
+                                  for t in rows), "lrrrrrr"))
+        helped = sorted((t for t in r.tensors if t.scheme == s and t.change < 0), key=lambda t: t.change)[:top]
+        tables.append(Table(f"{s}: where clipping helps most (top {len(helped)})",
+                            ("tensor", "type", "best", "total", "unclipped", "change"),
+                            tuple((t.tensor, t.type or "—", f"p{t.best_percentile:g}", _rel(t.best_total_rel_l2),
+                                   _rel(t.no_clip_total_rel_l2), _signed_pct(t.change)) for t in helped), "llrrrr"))
+    return tables
+
+
+def _sweep_notes(r: ClipSweepResult) -> list[tuple[str, str]]:
+    return [("warning", w) for w in r.warnings] + [("info", n) for n in r.notes]
+
+
+def sweep_terminal(r: ClipSweepResult, top: int = 10, width: int = 120, color: bool = False) -> str:
+    """The sweep summary as shown by `normscope clip --sweep`."""
+    return render_tables(sweep_header(r), sweep_tables(r, top), _sweep_notes(r), width, color)
+
+
+def sweep_markdown(r: ClipSweepResult, top: int = 10) -> str:
+    """The sweep report as GitHub-flavoured Markdown."""
+    parts = ["## normscope clip --sweep", ""] + [f"- {line}" for line in sweep_header(r)] + [""]
+    parts += [md for t in sweep_tables(r, top) if (md := md_table(t))]
+    notes = _sweep_notes(r)
+    if notes:
+        parts.append("### Notes\n")
+        parts += [f"- **{sev}**: {text}" for sev, text in notes]
+    return "\n".join(parts).rstrip() + "\n"
