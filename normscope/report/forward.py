@@ -1,0 +1,108 @@
+"""forward results as tables (terminal and Markdown share them) and the notes of the analysis."""
+
+from __future__ import annotations
+
+from ..results import ActivationProfile, ForwardResult, ForwardVariant
+from .fmt import count, num, size
+from .markdown import md_table
+from .tables import Table
+from .terminal import render_tables
+
+__all__ = ["forward_header", "forward_tables", "activation_tables", "forward_terminal", "forward_markdown"]
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100.0 * x:.1f}%"
+
+
+def _kl(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4g}"
+
+
+def forward_header(r: ForwardResult) -> list[str]:
+    t = r.text
+    return [f"source: {r.source.spec or r.source.path} ({r.source.format})",
+            f"architecture: {r.architecture} · {count(t.n_tokens)} tokens scored in {t.n_windows} window(s) of ≤ "
+            f"{t.window} ({'BOS first' if t.bos else 'no BOS'}) · text: {t.source}",
+            "KL(P_base ‖ P_variant) per token in nats (natural log), as llama-perplexity --kl-divergence"]
+
+
+def _variant_row(v: ForwardVariant) -> tuple[str, ...]:
+    kl = v.kl
+    return (v.label, v.kind, size(v.nbytes) if v.nbytes is not None else "—",
+            num(v.bits_per_weight, 4) if v.bits_per_weight is not None else "—", f"{v.perplexity:.4g}",
+            _kl(kl.mean if kl else None), _kl(kl.p99 if kl else None), _kl(kl.max if kl else None),
+            _pct(v.top1_agreement), _pct(v.rms_dp))
+
+
+def variants_table(r: ForwardResult) -> Table:
+    return Table("Variants against the base on the same tokens",
+                 ("variant", "kind", "size", "bpw", "PPL", "KL mean", "KL p99", "KL max", "top-1 agree", "RMS Δp"),
+                 tuple(_variant_row(v) for v in (r.base, *r.variants)), "llrrrrrrrr")
+
+
+def activation_tables(p: ActivationProfile, top: int = 10) -> list[Table]:
+    """Per layer: the residual stream's largest |h|, its massive channels, the down_proj spikes; then the
+    super-weight checks and the modules beyond the fp16 range."""
+    rows = []
+    for la in p.layers:
+        massive = ", ".join(f"{m.channel}×{m.tokens}" for m in la.massive[:3])
+        massive += " …" if len(la.massive) > 3 else ""
+        rows.append((str(la.layer), num(la.max_abs), str(la.max_channel), repr(la.max_token_text),
+                     num(la.median_abs, 3), massive or "—",
+                     "—" if la.down_in_max_abs is None else f"{num(la.down_in_max_abs)} @{la.down_in_channel}",
+                     "—" if la.down_out_max_abs is None else f"{num(la.down_out_max_abs)} @{la.down_out_channel}"))
+    tables = [Table("Residual stream and down_proj per layer (base pass)",
+                    ("layer", "max |h|", "channel", "token", "median |h|", "massive channel×tokens",
+                     "down_proj in max", "down_proj out max"), tuple(rows), "rrrlrlrr")]
+    checks = sorted(p.super_weights, key=lambda s: (not s.confirmed, -s.input_ratio))[:top]
+    tables.append(Table(f"Super-weight candidates against the activations (top {len(checks)} of "
+                        f"{len(p.super_weights)})",
+                        ("tensor", "row, col", "z", "token", "input |x|", "× median", "in rank", "out rank",
+                         "share", "confirmed"),
+                        tuple((s.tensor, f"{s.row}, {s.col}", num(s.z, 3), repr(s.token_text), num(s.input_abs, 4),
+                               f"{s.input_ratio:.0f}", str(s.input_rank), str(s.output_rank), f"{s.share:.2f}",
+                               "yes" if s.confirmed else "no") for s in checks), "lrrlrrrrrl"))
+    over = p.fp16_overflow[:top]
+    tables.append(Table(f"Beyond the fp16 range ±{num(p.thresholds.get('fp16_max', 65504.0))} "
+                        f"(top {len(over)} of {len(p.fp16_overflow)} modules)",
+                        ("module", "max |x|", "values beyond", "values seen"),
+                        tuple((o.module, num(o.max_abs), count(o.count), count(o.values)) for o in over), "lrrr"))
+    return tables
+
+
+def forward_tables(r: ForwardResult, top: int = 10) -> list[Table]:
+    tables = [variants_table(r)]
+    if r.activations is not None:
+        tables += activation_tables(r.activations, top)
+    if r.sensitivity:
+        sens = r.sensitivity[:top]
+        tables.append(Table(f"Sensitivity: one group quantized with {r.sensitivity_scheme} at a time (top {len(sens)} "
+                            f"of {len(r.sensitivity)} by mean KL)",
+                            ("group", "types", "parameters", "KL mean", "KL p99", "KL max", "top-1 agree"),
+                            tuple((g.group, ", ".join(g.types), count(g.params), _kl(g.kl.mean), _kl(g.kl.p99),
+                                   _kl(g.kl.max), _pct(g.top1_agreement)) for g in sens), "llrrrrr"))
+    return tables
+
+
+def _notes(r: ForwardResult) -> list[tuple[str, str]]:
+    notes = [("warning", w) for w in r.warnings] + [("info", n) for n in r.notes]
+    for v in r.variants:
+        notes += [("info", f"{v.label}: {n}") for n in v.notes]
+    return notes
+
+
+def forward_terminal(r: ForwardResult, top: int = 10, width: int = 120, color: bool = False) -> str:
+    """The forward summary as shown by `normscope forward`."""
+    return render_tables(forward_header(r), forward_tables(r, top), _notes(r), width, color)
+
+
+def forward_markdown(r: ForwardResult, top: int = 10) -> str:
+    """The forward report as GitHub-flavoured Markdown (tables, every note)."""
+    parts = ["## normscope forward", ""] + [f"- {line}" for line in forward_header(r)] + [""]
+    parts += [md for t in forward_tables(r, top) if (md := md_table(t))]
+    notes = _notes(r)
+    if notes:
+        parts.append("### Notes\n")
+        parts += [f"- **{sev}**: {text}" for sev, text in notes]
+    return "\n".join(parts).rstrip() + "\n"

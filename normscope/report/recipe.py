@@ -1,0 +1,77 @@
+"""recipe results as tables (terminal and Markdown share them), the llama-quantize arguments and the lists."""
+
+from __future__ import annotations
+
+import math
+
+from ..results import PlanSummary, RecipeResult
+from .fmt import count, num, size
+from .markdown import md_table
+from .tables import Table
+from .terminal import render_tables
+
+__all__ = ["recipe_header", "recipe_tables", "recipe_terminal", "recipe_markdown", "recipe_args"]
+
+
+def _db(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return num(x) if not math.isfinite(x) else f"{x:.2f}"
+
+
+def recipe_header(r: RecipeResult) -> list[str]:
+    what = ("Σ gain-weighted squared error (simulate's norm-aware error)" if r.objective == "norm_aware"
+            else "Σ error calibrated to the KL each group caused (forward --sensitivity)")
+    return [f"source: {r.source.spec or r.source.path} ({r.source.format})",
+            f"architecture: {r.architecture} · budget {size(r.budget_bytes)} ({r.budget_bits_per_weight:.4f} bpw) · "
+            f"reference {r.reference}",
+            f"objective: {what}"]
+
+
+def _plan_row(p: PlanSummary) -> tuple[str, ...]:
+    types = ", ".join(f"{k} {v}" for k, v in p.type_counts.items())
+    return (p.label, size(p.nbytes), count(p.nbytes), num(p.bits_per_weight, 5), f"{p.total_error:.5g}",
+            _db(p.sqnr_db), _db(p.norm_aware_sqnr_db), types)
+
+
+def recipe_tables(r: RecipeResult, top: int = 10) -> list[Table]:
+    plans = Table("The recipe and llama.cpp's plans, measured on the same tensors",
+                  ("plan", "size", "bytes", "bpw", "total error", "SQNR dB", "norm-aware dB", "tensor types"),
+                  tuple(_plan_row(p) for p in (r.recipe, *r.plans)), "lrrrrrrl")
+    moved = [t for t in r.tensors if t.type != t.reference_type]
+    moved.sort(key=lambda t: -(t.reference_error - t.error))
+    changes = Table(f"Tensors whose type differs from {r.reference} (top {min(top, len(moved))} of {len(moved)} by "
+                    "error saved)",
+                    ("tensor", "gguf", f"{r.reference}", "recipe", "bytes", "error", f"{r.reference} error"),
+                    tuple((t.name, t.gguf_name or "", t.reference_type, t.type, count(t.nbytes), f"{t.error:.4g}",
+                           f"{t.reference_error:.4g}") for t in moved[:top]), "lllllrr")
+    return [plans, changes]
+
+
+def recipe_args(r: RecipeResult) -> str:
+    """The llama-quantize arguments, one per line (for `$(cat FILE)` or a response file)."""
+    return "\n".join(r.llama_quantize) + "\n"
+
+
+def _notes(r: RecipeResult) -> list[tuple[str, str]]:
+    return [("warning", w) for w in r.warnings] + [("info", n) for n in r.notes]
+
+
+def recipe_terminal(r: RecipeResult, top: int = 10, width: int = 120, color: bool = False) -> str:
+    """The recipe summary as shown by `normscope recipe`, the llama-quantize arguments last."""
+    text = render_tables(recipe_header(r), recipe_tables(r, top), _notes(r), width, color)
+    return text + "\nllama-quantize arguments:\n" + recipe_args(r)
+
+
+def recipe_markdown(r: RecipeResult, top: int = 10) -> str:
+    """The recipe report as GitHub-flavoured Markdown, with the arguments and the lists as code blocks."""
+    parts = ["## normscope recipe", ""] + [f"- {line}" for line in recipe_header(r)] + [""]
+    parts += [md for t in recipe_tables(r, top) if (md := md_table(t))]
+    parts += ["### llama-quantize", "", "```", *r.llama_quantize, "```", "",
+              "### llm-compressor ignore", "", "```", *r.llm_compressor_ignore, "```", "",
+              "### quanto exclude", "", "```", *r.quanto_exclude, "```", ""]
+    notes = _notes(r)
+    if notes:
+        parts.append("### Notes\n")
+        parts += [f"- **{sev}**: {text}" for sev, text in notes]
+    return "\n".join(parts).rstrip() + "\n"
