@@ -10,11 +10,17 @@ Python API (each returns a result object with `to_dict()`):
 
 from .analysis import analyze, open_model
 from .analysis.check import check
+from .analysis.clip import clip
+from .analysis.clip_sweep import clip_sweep
 from .analysis.compare import compare
+from .analysis.forward import forward
+from .analysis.recipe import recipe
 from .analysis.simulate import simulate
 from .errors import (CheckpointError, ConfigError, MissingExtraError, NormscopeError, OutputError,
                      SourceNotFoundError, UnknownNameError)
 from .quant import dequantize_blocks, fake_quantize, quantize_blocks
+from .results import ClipResult, ClipSweepResult
+from .results import ForwardResult, RecipeResult
 from .results import AnalyzeResult, CheckResult, CompareResult, Component, NormConvention, Role, SimulateResult
 
 __version__ = "0.1.0"
@@ -24,4 +30,6 @@ __all__ = [
     "NormConvention",
     "NormscopeError", "OutputError", "Role", "SimulateResult", "SourceNotFoundError", "UnknownNameError", "__version__",
     "analyze", "check", "compare", "dequantize_blocks", "fake_quantize", "open_model", "quantize_blocks", "simulate",
+    "ClipResult", "ClipSweepResult", "clip", "clip_sweep",
+    "ForwardResult", "RecipeResult", "forward", "recipe",
 ]

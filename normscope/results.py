@@ -519,3 +519,432 @@ class CompareResult(ResultBase):
             if p.variant == variant:
                 return p
         raise KeyError(variant)
+
+
+# -- clip --------------------------------------------------------------------------------------
+
+CLIP_SCHEMA_VERSION = "1.0"
+
+__all__ += ["ClipScope", "ClipGranularity", "SuperWeightCandidate", "ClippedTensor", "ClipFile", "ClipResult",
+            "SweepPoint", "SweepTotal", "SweepTensor", "SweepBest", "ClipSweepResult", "CLIP_SCHEMA_VERSION"]
+
+
+class ClipScope(str, Enum):
+    """Which tensors `clip` may change: norm gains, Linear weights, or both (never embeddings or biases)."""
+
+    NORMS = "norms"
+    LINEAR = "linear"
+    ALL = "all"
+
+
+class ClipGranularity(str, Enum):
+    """Where a clipping threshold comes from: the tensor's own percentile, or each output row's."""
+
+    TENSOR = "tensor"
+    CHANNEL = "channel"
+
+
+@dataclasses.dataclass(frozen=True)
+class SuperWeightCandidate(ResultBase):
+    """A weight of an mlp down_proj whose |w| stands out of both its row and its column (data-free).
+
+    z is the smaller of the two leave-one-out z-scores of |w| (against the other values of its row,
+    and of its column). A candidate, not a confirmed super weight: confirming needs activations.
+    """
+
+    tensor: str
+    row: int  # output channel (the hidden dimension a super activation would appear in)
+    col: int  # input channel (the FFN neuron)
+    value: float  # signed, as stored
+    z: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ClippedTensor(ResultBase):
+    """One tensor `clip` changed. Values are effective gains for norms (their convention), weights otherwise."""
+
+    name: str
+    file: str | None  # the shard that holds it
+    role: Role
+    layer: int | None
+    shape: tuple[int, ...]
+    dtype: str
+    domain: str  # "gain" (a norm, clipped in its convention and stored back in it) or "weight"
+    convention: NormConvention | None
+    threshold: float  # per tensor: the percentile of |value|; per channel: the largest row threshold
+    threshold_min: float  # per channel: the smallest row threshold; per tensor: = threshold
+    n_values: int
+    clipped: int  # values changed
+    protected: int  # super-weight candidates above the threshold left as they were
+    max_before: float  # largest |value| before
+    max_after: float  # and after, measured on the written file (dry run: on the values that would be written)
+    sha256: str | None  # of the tensor's bytes as written; None in a dry run
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipFile(ResultBase):
+    name: str  # relative to the output directory
+    size: int
+    sha256: str
+    action: str  # "rewritten" (a safetensors file written tensor by tensor) or "copied"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipResult(ResultBase):
+    """What `clip` changed (or would change, in a dry run); the same document is the output's manifest."""
+
+    source: SourceInfo
+    architecture: str
+    out: str | None
+    dry_run: bool
+    percentile: float
+    scope: ClipScope
+    per: ClipGranularity
+    protect: bool
+    considered: int  # tensors in scope
+    changed: int
+    values_clipped: int
+    tensors: tuple[ClippedTensor, ...]  # the changed ones
+    skipped: tuple[str, ...]  # "name: why" for tensors in scope that were left alone
+    super_weights: tuple[SuperWeightCandidate, ...]
+    files: tuple[ClipFile, ...]  # every file of the output but the manifest
+    verified: bool  # every written byte re-read and checked before the output was put in place
+    notes: tuple[str, ...]
+    warnings: tuple[str, ...]
+    options: dict[str, Any]
+    schema: str = "normscope.clip"
+    schema_version: str = CLIP_SCHEMA_VERSION
+
+    def tensor(self, name: str) -> ClippedTensor:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint(ResultBase):
+    """One tensor, one scheme, one percentile. Errors are relative to the original tensor: ‖d‖ / ‖x‖,
+    with x the effective gain for norms and the weight otherwise; c the clipped tensor, q its quantized copy."""
+
+    tensor: str
+    scheme: str
+    type: str | None  # the format the scheme gives this tensor; None: not quantized
+    percentile: float
+    threshold: float  # per channel: the largest row threshold
+    clipped: int
+    clip_rel_l2: float  # ‖c − x‖ / ‖x‖
+    quant_rel_l2: float  # ‖q − c‖ / ‖x‖ (0 when not quantized)
+    total_rel_l2: float  # ‖q − x‖ / ‖x‖: what the model ends up with (clip + quant + their cross term)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepTotal(ResultBase):
+    """One scheme at one percentile, pooled over the tensors in scope the scheme quantizes (Σd² / Σx²)."""
+
+    scheme: str
+    percentile: float
+    tensors: int
+    clipped: int
+    clip_rel_l2: float
+    quant_rel_l2: float
+    total_rel_l2: float
+    total_sqnr_db: float
+    vs_no_clip: float  # total_rel_l2 / total at percentile 100 − 1 (negative: clipping helps)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepTensor(ResultBase):
+    """One tensor under one scheme: the percentile that minimises its total error."""
+
+    tensor: str
+    scheme: str
+    type: str | None
+    best_percentile: float
+    best_total_rel_l2: float
+    no_clip_total_rel_l2: float
+    change: float  # best / no clip − 1 (0 when no clipping is best)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepBest(ResultBase):
+    scheme: str
+    percentile: float  # minimises the pooled total error of the quantized tensors (ties: less clipping)
+    total_rel_l2: float
+    no_clip_total_rel_l2: float
+    helped: tuple[str, ...]  # quantized tensors whose own best percentile is below 100
+    hurt: tuple[str, ...]  # quantized tensors that every percentile below 100 makes worse
+    unquantized: tuple[str, ...]  # tensors in scope this scheme never quantizes: clipping them is pure error
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSweepResult(ResultBase):
+    source: SourceInfo
+    architecture: str
+    percentiles: tuple[float, ...]
+    schemes: tuple[str, ...]
+    scope: ClipScope
+    per: ClipGranularity
+    protect: bool
+    points: tuple[SweepPoint, ...]
+    totals: tuple[SweepTotal, ...]
+    tensors: tuple[SweepTensor, ...]
+    best: tuple[SweepBest, ...]
+    super_weights: tuple[SuperWeightCandidate, ...]
+    notes: tuple[str, ...]
+    warnings: tuple[str, ...]
+    options: dict[str, Any]
+    schema: str = "normscope.clip_sweep"
+    schema_version: str = CLIP_SCHEMA_VERSION
+
+    def scheme_best(self, scheme: str) -> SweepBest:
+        for b in self.best:
+            if b.scheme == scheme:
+                return b
+        raise KeyError(scheme)
+
+    def point(self, tensor: str, scheme: str, percentile: float) -> SweepPoint:
+        for p in self.points:
+            if (p.tensor, p.scheme, p.percentile) == (tensor, scheme, percentile):
+                return p
+        raise KeyError((tensor, scheme, percentile))
+
+
+# -- forward -----------------------------------------------------------------------------------
+
+FORWARD_SCHEMA_VERSION = "1.0"
+
+__all__ += ["KLStats", "ForwardVariant", "EvalText", "MassiveChannel", "LayerActivations", "SuperWeightCheck",
+            "OverflowSite", "ActivationProfile", "GroupSensitivity", "ForwardResult", "FORWARD_SCHEMA_VERSION"]
+
+
+@dataclasses.dataclass(frozen=True)
+class KLStats(ResultBase):
+    """KL(P_base ‖ P_variant) per scored token, in nats (natural log, as llama.cpp's --kl-divergence)."""
+
+    n: int
+    mean: float
+    median: float
+    p90: float
+    p99: float  # percentiles: numpy's linear interpolation
+    p999: float
+    max: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardVariant(ResultBase):
+    """The base or one variant, run on the evaluation tokens."""
+
+    label: str
+    kind: str  # "base", "scheme" (fake-quantized in memory), "clip" (norm gains clipped in memory), "model" (loaded)
+    description: str
+    perplexity: float  # exp(mean NLL of the next token)
+    nll_mean: float
+    kl: KLStats | None  # None for the base
+    top1_agreement: float | None  # share of positions whose argmax equals the base's
+    rms_dp: float | None  # sqrt(mean (Q(next) − P(next))²): RMS change of the right token's probability
+    mean_dp: float | None
+    changed_tensors: int  # tensors a scheme or clip changed (0 for the base and loaded models)
+    nbytes: int | None = None  # scheme variants: tensor data of the model the plan would produce
+    bits_per_weight: float | None = None
+    type_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    source: str | None = None  # loaded models: what was asked
+    scheme: str | None = None  # scheme variants: the scheme
+    notes: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalText(ResultBase):
+    source: str  # the --text file, or "builtin:public-domain"
+    n_tokens: int  # scored positions (each predicts the next token)
+    n_windows: int
+    window: int  # most ids per window (BOS included)
+    bos: bool  # each window opened by the tokenizer's BOS
+    tokenizer: str
+
+
+@dataclasses.dataclass(frozen=True)
+class MassiveChannel(ResultBase):
+    """A residual-stream channel whose |activation| was massive at some tokens (Sun et al. 2024)."""
+
+    channel: int
+    tokens: int  # positions where it was massive
+    max_abs: float
+    positions: tuple[int, ...]  # the first few, as indices into the evaluation tokens
+    token_texts: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerActivations(ResultBase):
+    """One decoder layer on the base pass: its output (the residual stream) and its MLP down projection."""
+
+    layer: int
+    module: str
+    max_abs: float
+    max_position: int
+    max_channel: int
+    max_token_text: str
+    median_abs: float  # the median |h| of a window, median over windows
+    massive: tuple[MassiveChannel, ...]
+    down_in_max_abs: float | None = None
+    down_in_channel: int | None = None
+    down_in_position: int | None = None
+    down_in_median_abs: float | None = None
+    down_out_max_abs: float | None = None
+    down_out_channel: int | None = None
+    down_out_position: int | None = None
+    down_out_median_abs: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SuperWeightCheck(ResultBase):
+    """A data-free super-weight candidate held against the down_proj activations of the base pass.
+
+    At the token where the candidate's input channel `col` peaks: its input |x|, the output |y| of its row,
+    and the share of that output the single weight produces (|w · x| / |y|).
+    """
+
+    tensor: str
+    layer: int | None
+    row: int
+    col: int
+    value: float
+    z: float  # the data-free score
+    position: int | None
+    token_text: str
+    input_abs: float
+    input_ratio: float  # input |x| / median |x| of that down_proj input
+    input_rank: int  # 1: col holds the largest down_proj input of the whole text
+    output_abs: float
+    output_ratio: float  # output |y| / median |y|
+    output_rank: int  # 1: row is the largest output channel at that token
+    share: float
+    confirmed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class OverflowSite(ResultBase):
+    """A module whose output (or a down_proj input) left the fp16 range on the base pass."""
+
+    module: str
+    max_abs: float
+    count: int  # values with |x| > 65504
+    values: int  # values seen
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationProfile(ResultBase):
+    layers: tuple[LayerActivations, ...]
+    super_weights: tuple[SuperWeightCheck, ...]
+    fp16_overflow: tuple[OverflowSite, ...]  # largest first
+    largest: OverflowSite | None  # the largest |activation| of any hooked module
+    thresholds: dict[str, float]  # massive_abs, massive_ratio, spike_ratio, fp16_max
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSensitivity(ResultBase):
+    """One tensor group quantized alone (everything else as in the base)."""
+
+    group: str  # "layers.3.mlp_down", "embedding", …
+    layer: int | None
+    role: str
+    tensors: tuple[str, ...]
+    types: tuple[str, ...]
+    params: int
+    kl: KLStats
+    top1_agreement: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardResult(ResultBase):
+    source: SourceInfo
+    architecture: str
+    text: EvalText
+    base: ForwardVariant
+    variants: tuple[ForwardVariant, ...]
+    activations: ActivationProfile | None
+    sensitivity_scheme: str | None
+    sensitivity: tuple[GroupSensitivity, ...]  # largest mean KL first
+    notes: tuple[str, ...]  # plain-words readings
+    warnings: tuple[str, ...]
+    options: dict[str, Any]
+    schema: str = "normscope.forward"
+    schema_version: str = FORWARD_SCHEMA_VERSION
+
+    def variant(self, label: str) -> ForwardVariant:
+        for v in (self.base, *self.variants):
+            if v.label == label:
+                return v
+        raise KeyError(label)
+
+
+# -- recipe ------------------------------------------------------------------------------------
+
+RECIPE_SCHEMA_VERSION = "1.0"
+
+__all__ += ["RecipeTensor", "PlanSummary", "RecipeResult", "RECIPE_SCHEMA_VERSION"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeTensor(ResultBase):
+    """One tensor llama.cpp would quantize: the type the recipe gives it and what every candidate costs."""
+
+    name: str
+    gguf_name: str | None
+    role: Role
+    layer: int | None
+    shape: tuple[int, ...]
+    type: str  # the recipe's choice (a type the row length can hold: fallbacks already applied)
+    reference_type: str  # the reference file type's plan (e.g. Q4_K_M's)
+    bits_per_weight: float
+    nbytes: int
+    error: float  # the objective of the chosen type (see RecipeResult.objective)
+    reference_error: float
+    candidates: dict[str, tuple[int, float]]  # type -> (bytes, objective)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanSummary(ResultBase):
+    """A whole plan (the recipe, or a llama.cpp file type's) measured on the same tensors."""
+
+    label: str
+    nbytes: int  # tensor data of the model it produces
+    bits_per_weight: float  # over all parameters, as simulate counts it
+    total_error: float  # Σ objective over the quantized tensors
+    sqnr_db: float  # plain, over the quantized tensors
+    norm_aware_sqnr_db: float | None  # over the quantized tensors a norm weighs (simulate's figure)
+    type_counts: dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeResult(ResultBase):
+    source: SourceInfo
+    architecture: str
+    objective: str  # "norm_aware" (Σ gain-weighted squared error) or "sensitivity" (KL-calibrated)
+    budget_bytes: int
+    budget_bits_per_weight: float
+    reference: str  # the file type whose plan the recipe is measured against and llama-quantize is given
+    recipe: PlanSummary
+    plans: tuple[PlanSummary, ...]  # the llama.cpp file types compared (same measurements)
+    tensors: tuple[RecipeTensor, ...]
+    tensor_types: tuple[tuple[str, str], ...]  # (regex, type): llama-quantize --tensor-type, simulate tensor_types
+    llama_quantize: tuple[str, ...]  # the arguments, one option per item
+    llm_compressor_ignore: tuple[str, ...]  # Linear modules to keep in 16 bits under a 4-bit scheme
+    quanto_exclude: tuple[str, ...]
+    notes: tuple[str, ...]
+    warnings: tuple[str, ...]
+    options: dict[str, Any]
+    schema: str = "normscope.recipe"
+    schema_version: str = RECIPE_SCHEMA_VERSION
+
+    def plan(self, label: str) -> PlanSummary:
+        for p in (self.recipe, *self.plans):
+            if p.label == label:
+                return p
+        raise KeyError(label)
+
+    def tensor(self, name: str) -> RecipeTensor:
+        for t in self.tensors:
+            if name in (t.name, t.gguf_name):
+                return t
+        raise KeyError(name)

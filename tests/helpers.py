@@ -167,3 +167,17 @@ def write_gguf(path: Path, tensors: dict[str, tuple[str, np.ndarray]], arch: str
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def run_cli(args, capsys, monkeypatch=None, cwd=None) -> tuple[int, str, str]:
+    """Run `normscope ARGS` in this process (in `cwd` when given): (exit code, stdout, stderr)."""
+    import pytest
+
+    from normscope.cli import main
+
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err

@@ -149,7 +149,7 @@ def _message(rule, value: float, limit: Any) -> str:
 def check(source: str | Path | None = None, *, baseline: str | Path | dict | None = None,
           config_file: str | Path | None = None, use_pyproject: bool = True, cwd: Path | None = None,
           arch: str | None = None, norm_convention: str | None = None, progress: ProgressFn | None = None,
-          **rules: Any) -> CheckResult:
+          jobs: int | None = 1, executor: str = "process", **rules: Any) -> CheckResult:
     """Check a checkpoint against rules.
 
     Args:
@@ -157,6 +157,8 @@ def check(source: str | Path | None = None, *, baseline: str | Path | dict | Non
         baseline: an earlier analyze/check JSON (path or dict) for the drift rules.
         config_file: TOML with rule settings (overrides pyproject.toml).
         use_pyproject: read `[tool.normscope.check]` from the nearest pyproject.toml (from `cwd`).
+        jobs, executor: worker processes (1: this process; None or 0: the cores available) and
+            "process" or "ray", for the analysis (see `analyze`); results do not depend on them.
         **rules: thresholds by rule name, e.g. `max_effective_gamma=100`; these override every file.
 
     Returns:
@@ -180,10 +182,12 @@ def check(source: str | Path | None = None, *, baseline: str | Path | dict | Non
     for scheme in schemes:
         if scheme not in SCHEMES:
             raise UnknownNameError("scheme", scheme, SCHEMES)
-    with open_model(source, arch=arch, norm_convention=norm_convention) as model:
-        measured: dict[str, Any] = {"analyze": analyze_model(model, progress=progress).to_dict()}
+    with open_model(source, arch=arch, norm_convention=norm_convention, progress=progress) as model:
+        measured: dict[str, Any] = {"analyze": analyze_model(model, progress=progress, jobs=jobs,
+                                                             executor=executor).to_dict()}
         if schemes:
-            measured["simulate"] = simulate_model(model, schemes, progress=progress).to_dict()
+            measured["simulate"] = simulate_model(model, schemes, progress=progress, jobs=jobs,
+                                                  executor=executor).to_dict()
     outcomes, failures, warnings = evaluate(measured, config, base_doc)
     model_warnings = list(measured["analyze"]["warnings"])
     model_warnings += [w for w in measured.get("simulate", {}).get("warnings", []) if w not in model_warnings]

@@ -46,7 +46,8 @@ def _labels(n: int, labels: Sequence[str] | None) -> list[str]:
 def compare(sources: Sequence[str | Path], *, labels: Sequence[str] | None = None,
             adapters: dict[int, str | Path] | None = None, arch: str | None = None,
             include: Sequence[str] = (), exclude: Sequence[str] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-            progress: ProgressFn | None = None, token: str | None = None) -> CompareResult:
+            progress: ProgressFn | None = None, token: str | None = None, jobs: int | None = 1,
+            executor: str = "process") -> CompareResult:
     """Compare checkpoints: each variant against the first, tensor by tensor, and all by depth.
 
     Args:
@@ -57,6 +58,8 @@ def compare(sources: Sequence[str | Path], *, labels: Sequence[str] | None = Non
         include, exclude: globs on tensor names.
         chunk_elements: largest block of values read at once per model (bounds memory).
         progress: called as progress(description, bytes done, bytes total).
+        jobs, executor: worker processes and executor for analysing each model (as for `analyze`); the
+            tensor-by-tensor differences stream the two models together in this process.
 
     Returns:
         CompareResult: `pairs` (each variant vs the first), `profiles` (statistics by role against depth),
@@ -83,7 +86,8 @@ def compare(sources: Sequence[str | Path], *, labels: Sequence[str] | None = Non
             kwargs = {"adapter": adapters[i]} if i in adapters else {}
             models.append(open_model(source, arch=arch, token=token, **kwargs))
         return compare_models(models, names, include=include, exclude=exclude, chunk_elements=chunk_elements,
-                              progress=progress, adapters={names[i]: str(a) for i, a in adapters.items()})
+                              progress=progress, adapters={names[i]: str(a) for i, a in adapters.items()},
+                              jobs=jobs, executor=executor)
     finally:
         for m in models:
             m.close()
@@ -91,7 +95,8 @@ def compare(sources: Sequence[str | Path], *, labels: Sequence[str] | None = Non
 
 def compare_models(models: Sequence[Model], labels: Sequence[str], *, include: Sequence[str] = (),
                    exclude: Sequence[str] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                   progress: ProgressFn | None = None, adapters: dict[str, str] | None = None) -> CompareResult:
+                   progress: ProgressFn | None = None, adapters: dict[str, str] | None = None, jobs: int | None = 1,
+                   executor: str = "process") -> CompareResult:
     """`compare` on open models."""
     adapters = adapters or {}
     base, others = models[0], models[1:]
@@ -107,7 +112,8 @@ def compare_models(models: Sequence[Model], labels: Sequence[str], *, include: S
 
     analyses = []
     for label, m in zip(labels, models):
-        analyses.append(analyze_model(m, include=include, exclude=exclude, chunk_elements=chunk_elements))
+        analyses.append(analyze_model(m, include=include, exclude=exclude, chunk_elements=chunk_elements,
+                                      jobs=jobs, executor=executor))
         step(f"analyzed {label}", m.checkpoint.bytes_on_disk)
     pairs = []
     for (matched, unmatched), m, label, analysis in zip(alignments, others, labels[1:], analyses[1:]):
@@ -236,7 +242,8 @@ def _pair(base_label: str, label: str, measured: list[tuple[TensorDiff, ErrorSum
     identical = sum(t.identical for t in diffs)
     summary = _summary(base_label, label, diffs, unmatched, identical, moved, share, half, changes)
     return PairResult(base=base_label, variant=label, matched=len(diffs), identical=identical, tensors=tuple(diffs),
-                      unmatched=tuple(unmatched), rel_l2=rel_l2(total_x2, total_d2), sqnr_db=sqnr_db(total_x2, total_d2),
+                      unmatched=tuple(unmatched), rel_l2=rel_l2(total_x2, total_d2),
+                      sqnr_db=sqnr_db(total_x2, total_d2),
                       moved_most=tuple(t.name for t in moved[:MOVED_MOST]), top5_error_share=share,
                       tensors_for_half=half, norm_changes=changes, summary=summary)
 

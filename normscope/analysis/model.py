@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from ..arch import ArchSpec, Classified, Detected, config_value, detect, gguf_to
 from ..arch.spec import LAYER_INDEX
 from ..arch.registry import GGUF_RULES
 from ..io import DEFAULT_CHUNK_ELEMENTS, Checkpoint, GGUFCheckpoint, TensorEntry, open_source
-from ..results import Component, NormConvention, Role, SourceInfo, TensorInfo
+from ..results import Component, NormConvention, ProgressFn, Role, SourceInfo, TensorInfo
 
 __all__ = ["Model", "open_model"]
 
@@ -38,6 +39,8 @@ class Model:
     warnings: list[str] = field(default_factory=list)
     _entries: dict[str, TensorEntry] = field(default_factory=dict, repr=False)
     _offsets: dict[str, float] = field(default_factory=dict, repr=False)
+    # open_model's arguments, so worker processes can open the same model (analysis.parallel)
+    open_args: dict[str, Any] = field(default_factory=dict, repr=False)
     # tensors whose stored rows are permuted (llama GGUF q/k): rows per head group, undone on read
     _row_groups: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -63,6 +66,32 @@ class Model:
             if group:
                 rows = unpermute_rows(rows, group)
             yield row0, rows
+
+    def iter_values(self, info: TensorInfo, max_elements: int = DEFAULT_CHUNK_ELEMENTS, first: int = 0,
+                    stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(flat_start, float32 1-D values) of a tensor in HF convention: one pass in bounded memory.
+
+        The arrays are reused buffers, valid until the next read from this model (see
+        `Checkpoint.iter_chunks`); rows longer than `max_elements` are split. `first`/`stop` select
+        chunks [first, stop) (only where `chunk_ranges` says the tensor supports it).
+        """
+        offset = self._offsets.get(info.name, 0.0)
+        if info.name in self._row_groups:
+            for row0, rows in self.iter_rows(info, max_elements):
+                yield row0 * info.shape[-1], rows.reshape(-1)
+            return
+        ranged = {} if (first, stop) == (0, None) else {"first": first, "stop": stop}
+        for start, values in self.checkpoint.iter_chunks(self._entries[info.name], max_elements, **ranged):
+            if offset:
+                values -= np.float32(offset)
+            yield start, values
+
+    def n_chunks(self, info: TensorInfo, max_elements: int = DEFAULT_CHUNK_ELEMENTS) -> int | None:
+        """How many chunks `iter_values` yields, when chunks can be read by index (else None)."""
+        ckpt = self.checkpoint
+        if info.name in self._row_groups or type(ckpt).iter_chunks is not Checkpoint.iter_chunks:
+            return None
+        return ckpt.n_chunks(self._entries[info.name], max_elements)
 
     def read(self, info: TensorInfo) -> np.ndarray:
         """The whole tensor as float32 in HF convention. Only for small tensors (norms, biases)."""
@@ -101,7 +130,8 @@ def unpermute_rows(rows: np.ndarray, group: int) -> np.ndarray:
 
 def open_model(source: str | Path | None = None, *, arch: str | None = None,
                norm_convention: NormConvention | str | None = None, token: str | None = None,
-               cache_dir: Path | None = None) -> Model:
+               cache_dir: Path | None = None, adapter: str | Path | None = None,
+               progress: ProgressFn | None = None) -> Model:
     """Open a checkpoint and classify its tensors.
 
     Args:
@@ -110,6 +140,8 @@ def open_model(source: str | Path | None = None, *, arch: str | None = None,
         norm_convention: convention for every norm the spec does not pin ("1+w", "w", …).
         token: hub token.
         cache_dir: where embedded examples are assembled.
+        adapter: a PEFT LoRA adapter directory merged into the model's weights (chunk by chunk).
+        progress: called as progress(what, bytes_done, bytes_total) while a hub id downloads.
 
     Raises:
         SourceNotFoundError, CheckpointError, UnknownNameError, MissingExtraError.
@@ -120,9 +152,14 @@ def open_model(source: str | Path | None = None, *, arch: str | None = None,
         gemma3 236
     """
     conv = NormConvention(norm_convention) if norm_convention else None
-    info, ckpt = open_source(source, token=token, cache_dir=cache_dir)
+    info, ckpt = open_source(source, token=token, cache_dir=cache_dir, adapter=adapter, progress=progress)
     try:
-        return _build(info, ckpt, arch, conv)
+        model = _build(info, ckpt, arch, conv)
+        model.open_args = {"source": None if source is None else str(source), "arch": arch,
+                           "norm_convention": conv.value if conv else None, "token": token,
+                           "cache_dir": None if cache_dir is None else str(cache_dir),
+                           "adapter": None if adapter is None else str(adapter)}
+        return model
     except BaseException:
         ckpt.close()
         raise

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,16 @@ from ..io import DEFAULT_CHUNK_ELEMENTS
 from ..quant import (FORMATS, SCHEMES, GGMLFormat, PlannedTensor, QuantFormat, TensorSpec, block_health,
                      block_scales, get_format, is_gguf_scheme, plan_scheme)
 from ..quant.health import BlockHealth
-from ..results import (BlockHealthStats, ErrorStats, NormAwareError, NormConvention, ProgressFn, SchemeResult, SimTensor, SimulateResult,
-                       TensorInfo)
+from ..results import (BlockHealthStats, ErrorStats, NormAwareError, NormConvention, ProgressFn, SchemeResult,
+                       SimTensor, SimulateResult, TensorInfo)
 from .errors import ErrorAccumulator, ErrorSums, sqnr_db, rel_l2
 from .facts import model_facts
 from .model import Model, open_model
+from .parallel import ModelOpener, map_tensors
 from .select import select_tensors
 
-__all__ = ["simulate", "simulate_model", "plan_model", "TensorPlan", "Measured", "measure_tensor",
-           "parse_schemes", "parse_tensor_types"]
+__all__ = ["simulate", "simulate_model", "plan_model", "TensorPlan", "Measured", "measure_tensor", "measure_planned",
+           "NormGains", "norm_gains", "tensor_plan", "unquantized_storage", "parse_schemes", "parse_tensor_types"]
 
 RANKING_SIZE = 20
 
@@ -104,8 +106,8 @@ def simulate(source: str | Path | None = None, *, schemes: str | Sequence[str] =
              arch: str | None = None, norm_convention: NormConvention | str | None = None,
              include: Sequence[str] = (), exclude: Sequence[str] = (), include_lm_head: bool = False,
              tensor_types: Sequence[tuple[str, str]] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-             progress: ProgressFn | None = None, token: str | None = None, cache_dir: Path | None = None
-             ) -> SimulateResult:
+             progress: ProgressFn | None = None, token: str | None = None, cache_dir: Path | None = None,
+             jobs: int | None = 1, executor: str = "process") -> SimulateResult:
     """Simulate quantization schemes on every tensor of a checkpoint.
 
     Args:
@@ -117,6 +119,8 @@ def simulate(source: str | Path | None = None, *, schemes: str | Sequence[str] =
         tensor_types: (regex, ggml type) pairs for GGUF schemes, as llama-quantize's `--tensor-type`.
         chunk_elements: largest block of values read at once (bounds memory).
         progress: called as progress(tensor name, bytes done, bytes total).
+        jobs, executor: worker processes (1: this process; None or 0: the cores available) and "process" or
+            "ray", as for `analyze`; the result does not depend on them.
 
     Returns:
         SimulateResult: one SchemeResult per scheme, each with every tensor's type, size and error.
@@ -132,37 +136,55 @@ def simulate(source: str | Path | None = None, *, schemes: str | Sequence[str] =
     names = parse_schemes(schemes)
     with open_model(source, arch=arch, norm_convention=norm_convention, token=token, cache_dir=cache_dir) as model:
         return simulate_model(model, names, include=include, exclude=exclude, include_lm_head=include_lm_head,
-                              tensor_types=tensor_types, chunk_elements=chunk_elements, progress=progress)
+                              tensor_types=tensor_types, chunk_elements=chunk_elements, progress=progress, jobs=jobs,
+                              executor=executor)
 
 
 def plan_model(model: Model, scheme: str, tensors: Sequence[TensorInfo] | None = None, *,
-               include_lm_head: bool = False, tensor_types: Sequence[tuple[str, str]] = ()
-               ) -> dict[str, PlannedTensor]:
-    """{HF tensor name: PlannedTensor} for one scheme over the model's (or the given) tensors."""
+               include_lm_head: bool = False, tensor_types: Sequence[tuple[str, str]] = (),
+               warnings: list[str] | None = None) -> dict[str, PlannedTensor]:
+    """{HF tensor name: PlannedTensor} for one scheme over the model's (or the given) tensors.
+
+    A format whose blocks or groups the tensor's rows cannot hold (int4_sym_g128 on rows of 100) leaves
+    the tensor unquantized, with the reason; each such case is appended to `warnings` when given.
+    """
     tensors = model.tensors if tensors is None else tensors
     specs = [TensorSpec(t.name, t.gguf_name, t.shape, t.role) for t in tensors]
-    return plan_scheme(scheme, specs, model_facts(model), include_lm_head=include_lm_head, overrides=tensor_types)
+    plan = plan_scheme(scheme, specs, model_facts(model), include_lm_head=include_lm_head, overrides=tensor_types)
+    for t in tensors:
+        planned = plan[t.name]
+        if planned.type is None:
+            continue
+        try:
+            get_format(planned.type).check_shape(t.shape)
+        except ConfigError as e:  # a row length the format cannot store: reported, not crashed
+            plan[t.name] = PlannedTensor(planned.name, None, f"not quantized: {e}")
+            if warnings is not None:
+                warnings.append(f"{scheme}: {t.name}: {e}")
+    return plan
 
 
 def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[str] = (),
                    exclude: Sequence[str] = (), include_lm_head: bool = False,
                    tensor_types: Sequence[tuple[str, str]] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                   progress: ProgressFn | None = None) -> SimulateResult:
-    """`simulate` on an already open model."""
+                   progress: ProgressFn | None = None, jobs: int | None = 1, executor: str = "process",
+                   opener: ModelOpener | None = None) -> SimulateResult:
+    """`simulate` on an already open model (`opener`: how workers open it; default: as it was opened)."""
     schemes = parse_schemes(schemes)
     tensors = select_tensors(model.tensors, include, exclude)
     # plans are made over the whole model: llama.cpp's counters (use_more_bits) see every tensor
-    plans = {s: plan_model(model, s, include_lm_head=include_lm_head, tensor_types=tensor_types) for s in schemes}
     warnings = list(model.warnings)
-    tensor_plans = _tensor_plans(model, tensors, schemes, plans, warnings)
+    plans = {s: plan_model(model, s, include_lm_head=include_lm_head, tensor_types=tensor_types, warnings=warnings)
+             for s in schemes}
+    gains = norm_gains(model)
+    tensor_plans = {t.name: tensor_plan([plans[s][t.name].type for s in schemes], gains.get(t.name))
+                    for t in tensors}
     work = [t for t in tensors if any(tensor_plans[t.name].formats)]
-    total, done = sum(t.nbytes for t in work), 0
-    measured: dict[str, list[Measured | None]] = {}
-    for info in work:
-        measured[info.name] = measure_tensor(model, info, tensor_plans[info.name], chunk_elements)
-        done += info.nbytes
-        if progress:
-            progress(info.name, done, total)
+    task = partial(measure_planned, plans={t.name: tensor_plans[t.name] for t in work},
+                   chunk_elements=chunk_elements)
+    results = map_tensors(opener or ModelOpener.of(model), model, work, task, jobs=jobs, executor=executor,
+                          progress=progress)
+    measured = {info.name: m for info, m in zip(work, results)}
     results = tuple(_scheme_result(model, s, i, tensors, plans[s], tensor_plans, measured)
                     for i, s in enumerate(schemes))
     options = {"schemes": list(schemes), "arch": model.detected.spec.name, "include": list(include),
@@ -172,44 +194,56 @@ def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[st
                           warnings=tuple(warnings), options=options)
 
 
-def _tensor_plans(model: Model, tensors: Sequence[TensorInfo], schemes: Sequence[str],
-                  plans: dict[str, dict[str, PlannedTensor]], warnings: list[str]) -> dict[str, TensorPlan]:
+@dataclass(frozen=True)
+class NormGains:
+    """The effective gains of the norms around one linear, as the norm-aware error weighs it."""
+
+    col: np.ndarray | None  # per input column (a pre-norm)
+    row: np.ndarray | None  # per output row (a Gemma sandwich post-norm)
+    norm: str  # the norm tensors, comma-separated
+    axis: str  # "in", "out" or "in+out"
+
+
+def norm_gains(model: Model) -> dict[str, NormGains]:
+    """{linear tensor name: NormGains} for every 2-D weight a norm feeds (arch.norm_feeds), gains in their
+    convention (Gemma: 1 + w)."""
     feeds = norm_feeds(model.detected.spec, model.tensors, model.tied_embeddings)
-    gains: dict[str, np.ndarray] = {}
+    cache: dict[str, np.ndarray] = {}
 
     def gain(name: str) -> np.ndarray:
-        if name not in gains:
+        if name not in cache:
             info = model.get(name)
-            gains[name] = np.asarray(effective_gain(model.read(info), info.convention), np.float32)
-        return gains[name]
+            cache[name] = np.asarray(effective_gain(model.read(info), info.convention), np.float32)
+        return cache[name]
 
     out = {}
-    for t in tensors:
-        formats = []
-        for s in schemes:
-            planned = plans[s][t.name]
-            fmt = planned.type
-            if fmt is not None:
-                try:
-                    get_format(fmt).check_shape(t.shape)
-                except ConfigError as e:  # a row length the format cannot store: reported, not crashed
-                    plans[s][t.name] = PlannedTensor(planned.name, None, f"not quantized: {e}")
-                    warnings.append(f"{s}: {t.name}: {e}")
-                    fmt = None
-            formats.append(fmt)
+    for linear, fs in feeds.items():
         col = row = None
-        norm_names, axes = [], []
-        for feed in feeds.get(t.name, []):
+        names, axes = [], []
+        for feed in fs:
             if feed.axis == "in" and col is None:
                 col = gain(feed.norm)
             elif feed.axis == "out" and row is None:
                 row = gain(feed.norm)
             else:
                 continue
-            norm_names.append(feed.norm)
+            names.append(feed.norm)
             axes.append(feed.axis)
-        out[t.name] = TensorPlan(tuple(formats), col, row, ",".join(norm_names), "+".join(axes))
+        out[linear] = NormGains(col, row, ",".join(names), "+".join(axes))
     return out
+
+
+def tensor_plan(formats: Sequence[str | None], gains: NormGains | None) -> TensorPlan:
+    """A TensorPlan of these formats, weighed by these gains (None: no norm around the tensor)."""
+    if gains is None:
+        return TensorPlan(tuple(formats))
+    return TensorPlan(tuple(formats), gains.col, gains.row, gains.norm, gains.axis)
+
+
+def measure_planned(model: Model, info: TensorInfo, *, plans: dict[str, TensorPlan], chunk_elements: int
+                     ) -> list[Measured | None]:
+    """`measure_tensor` with the plan looked up by name: the picklable work of map_tensors."""
+    return measure_tensor(model, info, plans[info.name], chunk_elements)
 
 
 def _chunk_elements(info: TensorInfo, formats: Sequence[str], chunk_elements: int) -> int:
@@ -222,8 +256,17 @@ def _chunk_elements(info: TensorInfo, formats: Sequence[str], chunk_elements: in
 
 
 def measure_tensor(model: Model, info: TensorInfo, plan: TensorPlan,
-                   chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> list[Measured | None]:
+                   chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, *,
+                   transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
+                   observe: Callable[[int, np.ndarray, np.ndarray, list[np.ndarray | None]], None] | None = None
+                   ) -> list[Measured | None]:
     """Stream one tensor once and measure every format of `plan` on the same chunks.
+
+    Args:
+        transform: (first row, float32 rows) -> the rows the formats quantize instead (e.g. clipped ones,
+            a new array); the errors are then those of the transformed tensor. None: the rows as stored.
+        observe: called on every chunk of the first pass as observe(first row, rows, transformed rows,
+            read-backs), read-backs[i] being scheme i's (None where it leaves the tensor alone).
 
     Returns:
         One Measured per scheme (None where the scheme leaves the tensor unquantized).
@@ -232,27 +275,36 @@ def measure_tensor(model: Model, info: TensorInfo, plan: TensorPlan,
     if not active:
         return [None] * len(plan.formats)
     chunk = _chunk_elements(info, [f.name for _, f in active], chunk_elements)
+    row_len = info.shape[-1] if info.shape else 1
+
+    def chunks():  # (first row, rows as stored, rows to quantize)
+        for row0, rows in model.iter_rows(info, chunk):
+            rows = rows.reshape(-1, row_len)
+            yield row0, rows, (transform(row0, rows) if transform else rows)
+
     absmax = None
     if any(f.per_tensor for _, f in active):  # one scale for the whole tensor: find it first
         absmax = 0.0
-        for _, rows in model.iter_rows(info, chunk):
+        for _, _, rows in chunks():
             absmax = max(absmax, float(np.abs(rows).max()) if rows.size else 0.0)
     n = info.n_params
     accs = {i: ErrorAccumulator(n, plan.col_gains, plan.row_gains) for i, _ in active}
     health = {i: BlockHealth() for i, _ in active}
-    row_len = info.shape[-1] if info.shape else 1
-    for row0, rows in model.iter_rows(info, chunk):
-        rows = rows.reshape(-1, row_len)
+    for row0, stored, rows in chunks():
+        ys: list[np.ndarray | None] = [None] * len(plan.formats)
         for i, fmt in active:
             y, scales = _quantize(fmt, rows, absmax)
             accs[i].update(rows, y, row0)
             health[i].add(block_health(rows, y, fmt.group_length(row_len), scales))
+            if observe:
+                ys[i] = y
+        if observe:
+            observe(row0, stored, rows, ys)
     again = [(i, fmt) for i, fmt in active if accs[i].second_pass_needed()]
     if again:
         for i, _ in again:
             accs[i].start_second_pass()
-        for _, rows in model.iter_rows(info, chunk):
-            rows = rows.reshape(-1, row_len)
+        for _, _, rows in chunks():
             for i, fmt in again:
                 accs[i].second_pass(rows, _quantize(fmt, rows, absmax)[0])
     out: list[Measured | None] = [None] * len(plan.formats)
@@ -278,7 +330,7 @@ def _quantize(fmt: type[QuantFormat], rows: np.ndarray, absmax: float | None) ->
     return fmt.fake_quantize(rows, absmax).reshape(rows.shape), None
 
 
-def _unquantized(model: Model, info: TensorInfo, scheme: str, planned: PlannedTensor) -> tuple[str, int]:
+def unquantized_storage(model: Model, info: TensorInfo, scheme: str) -> tuple[str, int]:
     """(stored_as, bytes) of a tensor the scheme leaves alone."""
     n = info.n_params
     if is_gguf_scheme(scheme):
@@ -313,7 +365,7 @@ def _scheme_result(model: Model, scheme: str, index: int, tensors: Sequence[Tens
             sims.append(SimTensor(t.name, t.gguf_name, t.role, t.layer, t.shape, t.dtype, fmt_name, stored,
                                   planned.reason, bpw, size, m.error, m.norm_aware, m.health))
         else:
-            stored, size = _unquantized(model, t, scheme, planned)
+            stored, size = unquantized_storage(model, t, scheme)
             bpw = 8.0 * size / t.n_params if t.n_params else 0.0
             sims.append(SimTensor(t.name, t.gguf_name, t.role, t.layer, t.shape, t.dtype, None, stored,
                                   planned.reason, bpw, size))

@@ -8,7 +8,8 @@ from .registry import HEURISTIC, SPECS
 from .spec import ArchSpec, Classified, Feed
 
 __all__ = [
-    "ArchSpec", "Classified", "Detected", "Feed", "NormFeed", "norm_feeds", "FORMULA", "GAIN_OFFSET", "HEURISTIC", "SPECS",
+    "ArchSpec", "Classified", "Detected", "Feed", "NormFeed", "norm_feeds", "FORMULA", "GAIN_OFFSET", "HEURISTIC",
+    "SPECS",
     "config_value", "detect", "effective_gain", "get_spec", "gguf_to_hf", "hf_to_gguf",
     "identity_stored", "stored_from_gain",
 ]

@@ -126,7 +126,8 @@ SPECS: dict[str, ArchSpec] = {s.name: s for s in (
              hf_architectures=("Gemma3nForCausalLM", "Gemma3nForConditionalGeneration"),
              model_types=("gemma3n", "gemma3n_text"), gguf_arch="gemma3n",
              signature=(r"\.pre_feedforward_layernorm\.", r"\.post_feedforward_layernorm\.",
-                        r"\.self_attn\.q_norm\.", r"\.altup\.", r"\.laurel\."), hf_templates=GEMMA_TEMPLATES + QK_NORM_TEMPLATES,
+                        r"\.self_attn\.q_norm\.", r"\.altup\.", r"\.laurel\."),
+             hf_templates=GEMMA_TEMPLATES + QK_NORM_TEMPLATES,
              prefix_rewrites=MULTIMODAL_PREFIXES, tied_embeddings=True,
              refs=("transformers Gemma3nRMSNorm: self.weight initialised to ones, x * weight",)),
     _decoder("llama", "Llama: RMSNorm x̂·w", N.W, LLAMA_NORMS,
@@ -179,7 +180,8 @@ SPECS: dict[str, ArchSpec] = {s.name: s for s in (
 HEURISTIC = ArchSpec(
     name="unknown", description="unknown architecture: roles from name heuristics", norm_convention=N.W,
     rules=(
-        rule(r"(?:^|\.)(?:embed_tokens|wte|tok_emb|tok_embeddings|word_embeddings|embedding|token_embd)\.", R.EMBEDDING),
+        rule(r"(?:^|\.)(?:embed_tokens|wte|tok_emb|tok_embeddings|word_embeddings|embedding|token_embd)\.",
+             R.EMBEDDING),
         rule(r"(?:^|\.)(?:wpe|pos_emb|position_embeddings)\.", R.POSITION_EMBEDDING),
         rule(r"(?:^|\.)(?:lm_head|out_head|output)\.weight$", R.LM_HEAD),
         rule(r"(?:q_proj|W_query|\.wq|\.query)\.", R.ATTN_Q),

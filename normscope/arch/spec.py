@@ -67,7 +67,8 @@ class ArchSpec:
     gguf_arch: str | None = None  # GGUF general.architecture
     signature: tuple[str, ...] = ()  # regexes all present in a checkpoint's names: a guess without config
     feeds: tuple[Feed, ...] = field(default=(), repr=False)
-    hf_templates: tuple[str, ...] = field(default=(), repr=False)  # canonical HF module names ({bid} = block) for the GGUF name map
+    # canonical HF module names ({bid} = block) for the GGUF name map
+    hf_templates: tuple[str, ...] = field(default=(), repr=False)
     prefix_rewrites: tuple[tuple[str, str], ...] = ()  # multimodal prefixes -> canonical text names
     gguf_norm_offset: float = 0.0  # what the HF->GGUF converter adds to every norm weight of this family
     gguf_qk_permuted: bool = False  # the converter permutes attn_q/attn_k rows for GGML's rotary layout

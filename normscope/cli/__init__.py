@@ -13,7 +13,10 @@ import typer
 from ..errors import NormscopeError
 from .analyze import analyze
 from .check import check
+from .clip import clip
 from .compare import compare
+from .forward import forward
+from .recipe import recipe
 from .simulate import schemes, simulate
 
 __all__ = ["app", "main"]
@@ -36,15 +39,18 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
 app.command(no_args_is_help=False)(analyze)
 app.command(no_args_is_help=False)(check)
 app.command(no_args_is_help=False)(simulate)
+app.command(no_args_is_help=False)(clip)
 app.command()(compare)
+app.command()(forward)
+app.command(no_args_is_help=False)(recipe)
 app.command()(schemes)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run the app, turn errors into one line and exit code 2."""
     args = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in args[:args.index(next((a for a in args if not a.startswith("-")), "")) + 1] \
-        if args else False
+    command = next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))
+    debug = "--debug" in args[:command]  # a root option: before the command name
     try:
         code = app(args=args, prog_name="normscope", standalone_mode=False)
     except typer.Abort:

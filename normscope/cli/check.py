@@ -9,10 +9,12 @@ from pathlib import Path
 import typer
 
 from ..analysis.check import check as run_check
+from ..analysis.parallel import Executor
 from ..errors import ConfigError
 from ..report import to_json
 from ..report.check import check_annotations, check_junit, check_markdown, check_terminal
-from .common import ArchOpt, JsonOpt, MdOpt, QuietOpt, TopOpt, print_report, progress_bar, write_outputs
+from .common import (ArchOpt, ExecutorOpt, JobsOpt, JsonOpt, MdOpt, QuietOpt, RayAddressOpt, TopOpt, print_report,
+                     progress_bar, use_ray_address, write_outputs)
 
 
 def _number(text: str, where: str) -> float:
@@ -89,8 +91,12 @@ def check(
     md_path: Path = MdOpt,
     top: int = TopOpt,
     quiet: bool = QuietOpt,
+    jobs: int = JobsOpt,
+    executor: Executor = ExecutorOpt,
+    ray_address: str = RayAddressOpt,
 ) -> None:
     """Gate a checkpoint on rules (CI): exit 0 all hold, 1 a rule failed, 2 bad input or configuration."""
+    use_ray_address(ray_address)
     rules = {"max_effective_gamma": max_effective_gamma, "max_abs_weight": max_abs_weight,
              "max_kurtosis": max_kurtosis, "max_outlier_ratio": max_outlier_ratio, "max_norm_drift": max_norm_drift,
              "max_std_drift": max_std_drift, "no_nan_inf": nan_inf,
@@ -100,7 +106,7 @@ def check(
              **_rule_pairs(rule)}
     with progress_bar("checking", not quiet) as progress:
         result = run_check(model, baseline=baseline, config_file=config, use_pyproject=not no_pyproject,
-                           arch=arch, progress=progress, **rules)
+                           arch=arch, progress=progress, jobs=jobs, executor=executor.value, **rules)
     to_stdout = write_outputs({json_path: lambda: to_json(result), md_path: lambda: check_markdown(result, top),
                                junit: lambda: check_junit(result), write_baseline: lambda: to_json(result)})
     if os.environ.get("GITHUB_ACTIONS") == "true":

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from ..io import write_text_atomic
 
 __all__ = ["stdout_console", "progress_bar", "write_outputs", "print_report", "JsonOpt", "MdOpt", "HtmlOpt",
-           "ArchOpt", "QuietOpt", "TopOpt"]
+           "ArchOpt", "QuietOpt", "TopOpt", "JobsOpt", "ExecutorOpt", "RayAddressOpt", "use_ray_address"]
 
 JsonOpt = typer.Option(None, "--json", help="Write the JSON report here ('-' for stdout).", metavar="PATH")
 MdOpt = typer.Option(None, "--md", help="Write the Markdown report here ('-' for stdout).", metavar="PATH")
@@ -25,6 +25,18 @@ HtmlOpt = typer.Option(None, "--html", help="Write a self-contained HTML report 
 ArchOpt = typer.Option(None, "--arch", help="Architecture to assume instead of detecting it (e.g. gemma3, llama).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No terminal summary; only the files asked for.")
 TopOpt = typer.Option(10, "--top", min=1, help="Rows per table in the terminal and Markdown summaries.")
+JobsOpt = typer.Option(None, "--jobs", "-j", min=0, help="Worker processes (1: none; default and 0: the cores "
+                       "available). Results are the same whatever the number.")
+ExecutorOpt = typer.Option("process", "--executor", help="Run the per-tensor work in local processes, or as "
+                           "tasks on Ray (extra `ray`; the cluster at --ray-address or RAY_ADDRESS, else a local one).")
+RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDR", help="Ray cluster to connect to with "
+                             "--executor ray (e.g. ray://head:10001); default: RAY_ADDRESS, else a local Ray.")
+
+
+def use_ray_address(address: str | None) -> None:
+    """--ray-address is handed to Ray the way Ray reads it, as RAY_ADDRESS, for ray.init in the library."""
+    if address:
+        os.environ["RAY_ADDRESS"] = address
 
 
 def stdout_console() -> Console:

@@ -7,10 +7,12 @@ from pathlib import Path
 import typer
 
 from ..analysis.compare import compare as run_compare
+from ..analysis.parallel import Executor
 from ..errors import ConfigError
 from ..report import report_html, to_json
 from ..report.compare import compare_markdown, compare_terminal
-from .common import ArchOpt, HtmlOpt, JsonOpt, MdOpt, QuietOpt, TopOpt, listify, print_report, progress_bar, write_outputs
+from .common import (ArchOpt, ExecutorOpt, HtmlOpt, JobsOpt, JsonOpt, MdOpt, QuietOpt, RayAddressOpt, TopOpt, listify,
+                     print_report, progress_bar, use_ray_address, write_outputs)
 
 
 def _adapters(values: list[str] | None, n: int) -> dict[int, str]:
@@ -40,14 +42,18 @@ def compare(
     md_path: Path = MdOpt,
     html_path: Path = HtmlOpt,
     quiet: bool = QuietOpt,
+    jobs: int = JobsOpt,
+    executor: Executor = ExecutorOpt,
+    ray_address: str = RayAddressOpt,
 ) -> None:
     """Compare checkpoints tensor by tensor (same shapes) and by role and depth (any shapes)."""
     if len(models) < 2:
         raise ConfigError(f"compare needs at least two models, got {len(models)}")
+    use_ray_address(ray_address)
     with progress_bar("comparing", not quiet) as progress:
         result = run_compare(models, labels=listify([labels]) if labels else None,
                              adapters=_adapters(adapter, len(models)), arch=arch, include=listify(include),
-                             exclude=listify(exclude), progress=progress)
+                             exclude=listify(exclude), progress=progress, jobs=jobs, executor=executor.value)
     to_stdout = write_outputs({json_path: lambda: to_json(result), md_path: lambda: compare_markdown(result, top),
                                html_path: lambda: report_html(result)})
     print_report(lambda width, color: compare_terminal(result, top, width, color), quiet or to_stdout)

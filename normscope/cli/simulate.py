@@ -6,11 +6,13 @@ from pathlib import Path
 
 import typer
 
+from ..analysis.parallel import Executor
 from ..analysis.simulate import parse_schemes, parse_tensor_types, simulate as run_simulate
 from ..report import report_html, to_json
 from ..report.simulate import simulate_markdown, simulate_terminal
 from ..results import NormConvention
-from .common import ArchOpt, HtmlOpt, JsonOpt, MdOpt, QuietOpt, TopOpt, listify, print_report, progress_bar, write_outputs
+from .common import (ArchOpt, ExecutorOpt, HtmlOpt, JobsOpt, JsonOpt, MdOpt, QuietOpt, RayAddressOpt, TopOpt, listify,
+                     print_report, progress_bar, use_ray_address, write_outputs)
 
 
 def simulate(
@@ -26,21 +28,25 @@ def simulate(
     include: list[str] = typer.Option(None, "--include", help="Only tensors matching these globs."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Skip tensors matching these globs."),
     arch: str = ArchOpt,
-    norm_convention: NormConvention = typer.Option(None, "--norm-convention",
-                                                   help="Norm convention for every norm the architecture does not pin."),
+    norm_convention: NormConvention = typer.Option(
+        None, "--norm-convention", help="Norm convention for every norm the architecture does not pin."),
     top: int = TopOpt,
     json_path: Path = JsonOpt,
     md_path: Path = MdOpt,
     html_path: Path = HtmlOpt,
     quiet: bool = QuietOpt,
+    jobs: int = JobsOpt,
+    executor: Executor = ExecutorOpt,
+    ray_address: str = RayAddressOpt,
 ) -> None:
     """Simulate quantization schemes tensor by tensor: type plan, size, error, norm-aware error, block health."""
     schemes = parse_schemes(listify(scheme))
     overrides = parse_tensor_types(tensor_type or [])
+    use_ray_address(ray_address)
     with progress_bar("simulating", not quiet) as progress:
         result = run_simulate(model, schemes=schemes, arch=arch, norm_convention=norm_convention,
                               include=listify(include), exclude=listify(exclude), include_lm_head=include_lm_head,
-                              tensor_types=overrides, progress=progress)
+                              tensor_types=overrides, progress=progress, jobs=jobs, executor=executor.value)
     to_stdout = write_outputs({json_path: lambda: to_json(result), md_path: lambda: simulate_markdown(result, top),
                                html_path: lambda: report_html(result)})
     print_report(lambda width, color: simulate_terminal(result, top, width, color), quiet or to_stdout)

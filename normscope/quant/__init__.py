@@ -22,7 +22,8 @@ from .plan import FILE_TYPES, ModelFacts, PlannedTensor, plan_types, tensor_cate
 from .schemes import SCHEMES, TensorSpec, is_gguf_scheme, plan_scheme, scheme_names
 
 __all__ = [
-    "BlockHealth", "FILE_TYPES", "block_scales", "FORMATS", "GGMLFormat", "LAYOUTS", "Layout", "ModelFacts", "PlannedTensor", "QK_K",
+    "BlockHealth", "FILE_TYPES", "FORMATS", "GGMLFormat", "LAYOUTS", "Layout", "ModelFacts", "PlannedTensor", "QK_K",
+    "block_scales",
     "QuantFormat", "SCHEMES", "SimFormat", "TensorSpec", "block_health", "dequantize_blocks", "fake_quantize",
     "get_format", "is_gguf_scheme", "plan_scheme", "plan_types", "quantize_blocks", "scheme_names",
     "tensor_category",

@@ -57,7 +57,8 @@ def simulate_tables(r: SimulateResult, top: int = 10) -> list[Table]:
     """A summary row per scheme, then per scheme its worst tensors and its norm-aware ranking."""
     summary = Table("Schemes", ("scheme", "quantized", "size", "bpw", "SQNR dB", "rel L2", "norm-aware dB",
                                 "tensor types"),
-                    tuple((s.scheme, f"{pct(s.quantized_params, s.n_params)} of params", size(s.nbytes),
+                    tuple((s.scheme, f"{sum(t.type is not None for t in s.tensors)} of {len(s.tensors)} tensors",
+                           size(s.nbytes),
                            num(s.bits_per_weight, 4), _db(s.sqnr_db), num(s.rel_l2, 3), _db(s.norm_aware_sqnr_db),
                            _types(s)) for s in r.schemes), "lrrrrrrl")
     tables = [summary]

@@ -6,6 +6,7 @@ import io
 
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from ..results import AnalyzeResult
 from .tables import Table, analyze_header, analyze_tables
@@ -22,14 +23,14 @@ def _console(width: int, color: bool) -> tuple[Console, io.StringIO]:
 
 
 def _rich_table(t: Table) -> RichTable:
-    table = RichTable(title=t.title, title_justify="left", title_style="bold", header_style="bold",
+    table = RichTable(title=Text(t.title), title_justify="left", title_style="bold", header_style="bold",
                       show_edge=False, pad_edge=False)
     for i, h in enumerate(t.headers):
         justify = (t.align[i] if i < len(t.align) else ("l" if i == 0 else "r"))
         # the tensor name is what users grep for: never wrap it, let the numbers shrink instead
         table.add_column(h, justify="left" if justify == "l" else "right", overflow="fold", no_wrap=(i == 0))
     for row in t.rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # cells are data (token text, names), never markup
     return table
 
 
@@ -38,7 +39,8 @@ def render_tables(header: list[str], tables: list[Table], notes: list[tuple[str,
     """Header lines, tables, then (severity, text) notes, as terminal text."""
     console, buf = _console(width, color)
     for line in header:
-        console.print(line, style="bold red" if line.isupper() or line.startswith("NON-FINITE") else None)
+        loud = line.isupper() or line.startswith("NON-FINITE")
+        console.print(line, style="bold red" if loud else None, markup=False)  # paths and names are not markup
     for t in tables:
         if t.rows:
             console.print()

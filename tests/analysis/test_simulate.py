@@ -162,3 +162,9 @@ def test_unknown_scheme_lists_the_valid_ones(tmp_path):
         simulate(tmp_path, schemes="Q4_K_M,Q4_K_X")
     with pytest.raises(ConfigError, match="no quantization scheme"):
         simulate(tmp_path, schemes="")
+
+
+def test_two_worker_processes_give_the_same_result(gemma_q4_k_m, gemma_hf):
+    """Each tensor is measured whole in one place: the JSON is identical whatever the number of workers."""
+    parallel = simulate(gemma_hf, schemes="Q4_K_M", jobs=2).scheme("Q4_K_M")
+    assert parallel.to_dict() == gemma_q4_k_m.to_dict()

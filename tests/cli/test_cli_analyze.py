@@ -11,16 +11,9 @@ import jsonschema
 import numpy as np
 import pytest
 
-from helpers import GEMMA_CONFIG, gemma_tensors, header_bytes, safetensors_bytes, write_model
+from helpers import GEMMA_CONFIG, gemma_tensors, header_bytes, run_cli, safetensors_bytes, write_model
 from normscope.cli import main
 from normscope.report.schemas import schema
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture

@@ -9,17 +9,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from helpers import GEMMA_CONFIG, gemma_tensors, write_model
-from normscope.cli import main
-
-
-def run_cli(args, capsys, monkeypatch=None, cwd=None):
-    if cwd is not None:
-        monkeypatch.chdir(cwd)
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+from helpers import GEMMA_CONFIG, gemma_tensors, run_cli, write_model
 
 
 @pytest.fixture

@@ -9,19 +9,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from helpers import GEMMA_CONFIG, gemma_tensors, write_model
-from normscope.cli import main
+from helpers import GEMMA_CONFIG, gemma_tensors, run_cli, write_model
 from normscope.report.schemas import schema
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "report"))
 from html_checks import assert_self_contained, assert_well_formed  # noqa: E402
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture

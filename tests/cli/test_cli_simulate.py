@@ -7,16 +7,8 @@ import json
 import jsonschema
 import pytest
 
-from helpers import LLAMA_CONFIG, llama_tensors, write_model
-from normscope.cli import main
+from helpers import LLAMA_CONFIG, llama_tensors, run_cli, write_model
 from normscope.report.schemas import schema
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture

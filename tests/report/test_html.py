@@ -10,16 +10,14 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from html.parser import HTMLParser
 from pathlib import Path
 
 import matplotlib
 import pytest
 
-from helpers import GEMMA_CONFIG, gemma_tensors, write_model
+from helpers import GEMMA_CONFIG, gemma_tensors, run_cli, write_model
 from html_checks import assert_self_contained, assert_well_formed, parse
 from normscope import analyze
-from normscope.cli import main
 from normscope.errors import UnknownNameError
 from normscope.report import analyze_html, plots
 from normscope.report.fmt import count, num
@@ -172,13 +170,6 @@ def test_real_gemma_heatmap_peaks_at_layer_16_post_ffn(gemma_hf):
     assert (best[0], best[col]) == ("16", "1657")
     heat = re.search(r'<figure class="block" id="norms-figure">.*?</svg>', html, flags=re.S).group(0)
     assert ">1657</text>" in heat and ">1649</text>" in heat
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def test_cli_writes_the_html_file(tiny, tmp_path, capsys):
