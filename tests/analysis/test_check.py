@@ -149,3 +149,19 @@ def test_error_regression_against_a_baseline(tmp_path, llama):
 def test_unknown_scheme_in_a_rule(llama):
     with pytest.raises(UnknownNameError, match="unknown scheme 'Q4_K_X'"):
         check(llama, min_sqnr={"Q4_K_X": 20}, use_pyproject=False)
+
+
+def test_baseline_against_a_clipped_variant_reports_the_drift_per_tensor(tmp_path, tiny):
+    """The story of seed 002 as a CI gate: a baseline of the trained model, then the p99-clipped copy."""
+    from normscope import clip
+
+    base = check(tiny, use_pyproject=False)
+    (tmp_path / "base.json").write_text(json.dumps(base.to_dict()))
+    clipped = clip(tiny, 99, out=tmp_path / "clipped")
+    r = check(tmp_path / "clipped", baseline=tmp_path / "base.json", max_norm_drift=0.05, use_pyproject=False)
+    assert not r.passed
+    drift = {f.tensor: f.value for f in r.failures}
+    # every norm whose max |gain| the clip moved by more than 5% is named, with its own relative drift
+    moved = {t.name: abs(t.max_after - t.max_before) / t.max_before for t in clipped.tensors}
+    assert drift == pytest.approx({n: v for n, v in moved.items() if v > 0.05}, rel=1e-6)
+    assert "model.layers.1.post_feedforward_layernorm.weight" in drift  # 1657 → its p99
