@@ -50,8 +50,11 @@ def compare_sections(r: CompareResult, top: int | None = None) -> list[Section]:
         moved = [t for t in p.tensors if t.name in set(p.moved_most)]
         if moved:
             moved.sort(key=lambda t: -t.error.rel_l2)
-            svg = plots.bars([t.name for t in moved], {p.variant: [t.error.rel_l2 for t in moved]},
-                             xlabel="relative L2 of the difference (log scale)", log=True,
+            values = [t.error.rel_l2 for t in moved]
+            # a log axis only where the values span decades: over a narrow range it makes bars lie
+            log = min(values) > 0 and max(values) / min(values) > 20
+            svg = plots.bars([t.name for t in moved], {p.variant: values},
+                             xlabel="relative L2 of the difference" + (" (log scale)" if log else ""), log=log,
                              fmt=lambda v: num(v, 3))
             blocks.append(Figure(svg, f"The tensors that moved most from {p.base} to {p.variant}."))
         blocks += pair_tables(p, n)
