@@ -4,11 +4,17 @@ A norm is clipped on its effective gain in its module's convention and stored ba
 (Gemma: clip 1 + w, store w); a Linear weight on |w|. The threshold is a percentile of |value| taken
 as a value of the tensor, numpy's `method="lower"` (the order statistic at or below the rank, so never
 above the interpolated percentile), computed exactly: of the whole tensor (streamed through
-`ExactQuantiles` when it is large) or of each output row. Being a value of the data makes clipping
-idempotent: clipping the output again at the same percentile finds the same threshold and changes
-nothing. A clipped value is stored as the
+`ExactQuantiles` when it is large) or of each output row. A clipped value is stored as the
 representable value nearest to ±threshold that does not exceed it, so the stored tensor honours its
 threshold after rounding to bf16 / fp16; every other value keeps its stored bits.
+
+Clipping is idempotent: clipping the output again at the same percentile finds the same threshold and
+changes nothing. For |w| that holds because the threshold is a value of the data and -w is as
+representable as w. A (1 + w) gain is not symmetric: a gain of -t stores w = -t - 1, which bf16 may not
+hold when t - 1 was exact, so the clipped value rounds to a gain just under t; enough of those move the
+percentile's rank below t, and a second clip would cut again. A norm's threshold is therefore the
+largest one at or below the percentile that is the percentile of its own clipped output (a fixed point,
+found in a step or two on the norm's few thousand values).
 """
 
 from __future__ import annotations
@@ -92,7 +98,8 @@ def check_finite(values: np.ndarray, info: TensorInfo) -> None:
 
 def tensor_thresholds(model: Model, info: TensorInfo, percentiles: Sequence[float],
                       chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> tuple[list[float], float]:
-    """(threshold per percentile, max |value|) of a whole tensor: `np.percentile(|value|, p, method="lower")`.
+    """(threshold per percentile, max |value|) of a whole tensor: `np.percentile(|value|, p, method="lower")`,
+    for a norm stepped down to the fixed point that keeps clipping idempotent (see the module docstring).
 
     Norms (small) are read whole; weights are streamed through `ExactQuantiles` (exact; a second pass
     only when the first could not pin a rank).
@@ -102,11 +109,16 @@ def tensor_thresholds(model: Model, info: TensorInfo, percentiles: Sequence[floa
     """
     conv = convention_of(info)
     if conv is not None or info.n_params <= min(chunk_elements, SUB_VALUES):
-        mag = np.abs(_values(model.read(info).astype(np.float64).reshape(-1), conv))
+        stored = model.read(info).astype(np.float64).reshape(-1)
+        mag = np.abs(_values(stored, conv))
         check_finite(mag, info)
         if not mag.size:
             return [0.0] * len(percentiles), 0.0
-        return [float(v) for v in np.percentile(mag, list(percentiles), method=PERCENTILE_METHOD)], float(mag.max())
+        found = [float(v) for v in np.percentile(mag, list(percentiles), method=PERCENTILE_METHOD)]
+        if conv is not None and info.dtype in FLOAT_DTYPES:
+            raw = encode(stored, info.dtype).reshape(1, -1)  # exact: the values were decoded from this dtype
+            found = [_stable_threshold(raw, info.dtype, conv, p, t) for p, t in zip(percentiles, found)]
+        return found, float(mag.max())
     q = ExactQuantiles(info.n_params, tuple(percentiles))
     top = 0.0
     for _, rows in model.iter_rows(info, chunk_elements):
@@ -120,6 +132,20 @@ def tensor_thresholds(model: Model, info: TensorInfo, percentiles: Sequence[floa
             q.update(np.abs(rows))
     values = q.result(PERCENTILE_METHOD)
     return [values[p] for p in percentiles], top
+
+
+def _stable_threshold(raw: np.ndarray, dtype: str, conv: NormConvention, p: float, t: float) -> float:
+    """The largest threshold ≤ `t` that is the `p`-th percentile of the gains clipping at it leaves.
+
+    Each step clips at the current threshold and takes the percentile of the result; the sequence
+    only falls, through values of a finite set, so it stops (usually at once: `t` itself).
+    """
+    while True:
+        _, _, after = clip_rows(raw, dtype, t, conv)
+        again = float(np.percentile(after, p, method=PERCENTILE_METHOD))
+        if again >= t:
+            return t
+        t = again
 
 
 def row_thresholds(values: np.ndarray, percentiles: Sequence[float]) -> np.ndarray:

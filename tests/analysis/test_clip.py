@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from helpers import GEMMA_CONFIG, LLAMA_CONFIG, gemma_tensors, llama_tensors, write_gguf, write_model
@@ -352,6 +352,7 @@ def test_clip_rows_is_idempotent_and_honours_its_threshold(seed, dtype, conv, sc
 
 
 @settings_files
+@example(seed=966, p=50.0, scope="norms", per="tensor")  # a -t gain bf16 cannot hold: the fixed-point threshold
 @given(seed=st.integers(0, 1000), p=st.sampled_from([50.0, 90.0, 97.5, 99.0]),
        scope=st.sampled_from(["norms", "linear", "all"]), per=st.sampled_from(["tensor", "channel"]))
 def test_manifest_matches_the_files_and_clipping_is_idempotent(seed, p, scope, per):
@@ -375,7 +376,11 @@ def test_manifest_matches_the_files_and_clipping_is_idempotent(seed, p, scope, p
                 gx, gy = np.abs(x + one), np.abs(y + one)
                 limits = np.percentile(gx.reshape(-1, gx.shape[-1]) if per == "channel" and x.ndim > 1
                                        else gx.reshape(1, -1), p, axis=1, method="lower")
-                assert (t["threshold_min"], t["threshold"]) == (limits.min(), limits.max())
+                if one:  # a (1 + w) norm: at or below the percentile, and the percentile of its own output
+                    own = np.percentile(gy.reshape(-1), p, method="lower")
+                    assert t["threshold_min"] == t["threshold"] == own <= limits.max()
+                else:
+                    assert (t["threshold_min"], t["threshold"]) == (limits.min(), limits.max())
                 assert t["clipped"] == int((x != y).sum()) > 0
                 assert (t["max_before"], t["max_after"]) == (gx.max(), gy.max())
                 assert t["sha256"] == hash_file(b.entries[name].file, [b.entries[name]]).tensors[name]
