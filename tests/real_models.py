@@ -31,9 +31,13 @@ def gemma_gguf() -> Path:
     return example_path("gemma3-270m", cache_dir())
 
 
+EXPORT_VERSION = "v2"
+
+
 def gemma_hf() -> Path:
     """HF-layout export of the real Gemma 3 270M (bf16, 2 shards + index, config.json, tokenizer)."""
-    target = cache_dir() / f"gemma-3-270m-hf-{GEMMA_SHA256[:12]}"
+    # EXPORT_VERSION names the recipe below: bump it when the recipe changes, so old exports are not reused
+    target = cache_dir() / f"gemma-3-270m-hf-{GEMMA_SHA256[:12]}-{EXPORT_VERSION}"
     if (target / "model.safetensors.index.json").is_file():
         return target
     import torch
@@ -57,6 +61,7 @@ def gemma_hf() -> Path:
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
         config = model.config.to_dict()
         config.pop("quantization_config", None)
+        config.pop("_name_or_path", None)  # the GGUF's directory: it would make every machine's export differ
         config["architectures"] = ["Gemma3ForCausalLM"]  # as google/gemma-3-270m's own config.json
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         model.generation_config.to_json_file(str(tmp / "generation_config.json"))
