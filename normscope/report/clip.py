@@ -7,7 +7,7 @@ import math
 
 from ..results import ClipResult, ClipSweepResult
 from .fmt import count, num, size
-from .markdown import md_table
+from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
 
@@ -72,13 +72,7 @@ def clip_terminal(r: ClipResult, top: int = 10, width: int = 120, color: bool = 
 
 def clip_markdown(r: ClipResult, top: int = 10) -> str:
     """The clip report as GitHub-flavoured Markdown."""
-    parts = ["## normscope clip", ""] + [f"- {line}" for line in clip_header(r)] + [""]
-    parts += [md for t in clip_tables(r, top) if (md := md_table(t))]
-    notes = _clip_notes(r)
-    if notes:
-        parts.append("### Notes\n")
-        parts += [f"- **{sev}**: {text}" for sev, text in notes]
-    return "\n".join(parts).rstrip() + "\n"
+    return md_report("normscope clip", clip_header(r), clip_tables(r, top), _clip_notes(r))
 
 
 # -- sweep ---------------------------------------------------------------------------------------
@@ -124,10 +118,4 @@ def sweep_terminal(r: ClipSweepResult, top: int = 10, width: int = 120, color: b
 
 def sweep_markdown(r: ClipSweepResult, top: int = 10) -> str:
     """The sweep report as GitHub-flavoured Markdown."""
-    parts = ["## normscope clip --sweep", ""] + [f"- {line}" for line in sweep_header(r)] + [""]
-    parts += [md for t in sweep_tables(r, top) if (md := md_table(t))]
-    notes = _sweep_notes(r)
-    if notes:
-        parts.append("### Notes\n")
-        parts += [f"- **{sev}**: {text}" for sev, text in notes]
-    return "\n".join(parts).rstrip() + "\n"
+    return md_report("normscope clip --sweep", sweep_header(r), sweep_tables(r, top), _sweep_notes(r))

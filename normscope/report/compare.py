@@ -6,7 +6,7 @@ import math
 
 from ..results import CompareResult, PairResult
 from .fmt import count, num
-from .markdown import md_table
+from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
 
@@ -75,10 +75,5 @@ def compare_terminal(r: CompareResult, top: int = 10, width: int = 120, color: b
 
 def compare_markdown(r: CompareResult, top: int = 10) -> str:
     """The compare report as GitHub-flavoured Markdown (top tables, every summary line)."""
-    parts = ["## normscope compare", ""] + [f"- {line}" for line in compare_header(r)] + [""]
-    parts += [md for t in compare_tables(r, top) if (md := md_table(t))]
-    notes = _notes(r)
-    if notes:
-        parts.append("### Summary\n")
-        parts += [f"- **{sev}**: {text}" if sev != "info" else f"- {text}" for sev, text in notes]
-    return "\n".join(parts).rstrip() + "\n"
+    return md_report("normscope compare", compare_header(r), compare_tables(r, top), _notes(r), notes_title="Summary",
+                     label_info=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..results import ActivationProfile, ForwardResult, ForwardVariant
 from .fmt import count, num, size
-from .markdown import md_table
+from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
 
@@ -99,10 +99,4 @@ def forward_terminal(r: ForwardResult, top: int = 10, width: int = 120, color: b
 
 def forward_markdown(r: ForwardResult, top: int = 10) -> str:
     """The forward report as GitHub-flavoured Markdown (tables, every note)."""
-    parts = ["## normscope forward", ""] + [f"- {line}" for line in forward_header(r)] + [""]
-    parts += [md for t in forward_tables(r, top) if (md := md_table(t))]
-    notes = _notes(r)
-    if notes:
-        parts.append("### Notes\n")
-        parts += [f"- **{sev}**: {text}" for sev, text in notes]
-    return "\n".join(parts).rstrip() + "\n"
+    return md_report("normscope forward", forward_header(r), forward_tables(r, top), _notes(r))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..results import AnalyzeResult
 from .tables import Table, analyze_header, analyze_tables
 
-__all__ = ["md_table", "analyze_markdown"]
+__all__ = ["md_table", "md_report", "analyze_markdown"]
 
 
 def _cell(text: str) -> str:
@@ -22,6 +24,19 @@ def md_table(t: Table) -> str:
              "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t.rows]
     return "\n".join(lines) + "\n"
+
+
+def md_report(title: str, header: Sequence[str], tables: Sequence[Table], notes: Sequence[tuple[str, str]] = (),
+              sections: Sequence[str] = (), notes_title: str = "Notes", label_info: bool = True) -> str:
+    """A command's report: `## title`, the header as a list, the non-empty tables, extra `sections`
+    (lines), then the (severity, text) notes under `### notes_title` (info unlabelled unless `label_info`)."""
+    parts = [f"## {title}", ""] + [f"- {line}" for line in header] + [""]
+    parts += [md for t in tables if (md := md_table(t))]
+    parts += sections
+    if notes:
+        parts.append(f"### {notes_title}\n")
+        parts += [f"- **{sev}**: {text}" if label_info or sev != "info" else f"- {text}" for sev, text in notes]
+    return "\n".join(parts).rstrip() + "\n"
 
 
 def analyze_markdown(r: AnalyzeResult, top: int = 10) -> str:

@@ -6,7 +6,7 @@ import math
 
 from ..results import PlanSummary, RecipeResult
 from .fmt import count, num, size
-from .markdown import md_table
+from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
 
@@ -65,13 +65,7 @@ def recipe_terminal(r: RecipeResult, top: int = 10, width: int = 120, color: boo
 
 def recipe_markdown(r: RecipeResult, top: int = 10) -> str:
     """The recipe report as GitHub-flavoured Markdown, with the arguments and the lists as code blocks."""
-    parts = ["## normscope recipe", ""] + [f"- {line}" for line in recipe_header(r)] + [""]
-    parts += [md for t in recipe_tables(r, top) if (md := md_table(t))]
-    parts += ["### llama-quantize", "", "```", *r.llama_quantize, "```", "",
-              "### llm-compressor ignore", "", "```", *r.llm_compressor_ignore, "```", "",
-              "### quanto exclude", "", "```", *r.quanto_exclude, "```", ""]
-    notes = _notes(r)
-    if notes:
-        parts.append("### Notes\n")
-        parts += [f"- **{sev}**: {text}" for sev, text in notes]
-    return "\n".join(parts).rstrip() + "\n"
+    code = ["### llama-quantize", "", "```", *r.llama_quantize, "```", "",
+            "### llm-compressor ignore", "", "```", *r.llm_compressor_ignore, "```", "",
+            "### quanto exclude", "", "```", *r.quanto_exclude, "```", ""]
+    return md_report("normscope recipe", recipe_header(r), recipe_tables(r, top), _notes(r), sections=code)

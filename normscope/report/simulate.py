@@ -6,7 +6,7 @@ import math
 
 from ..results import SchemeResult, SimTensor, SimulateResult
 from .fmt import count, num, pct, size
-from .markdown import md_table
+from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
 
@@ -82,10 +82,4 @@ def simulate_terminal(r: SimulateResult, top: int = 10, width: int = 120, color:
 
 def simulate_markdown(r: SimulateResult, top: int = 10) -> str:
     """The simulate report as GitHub-flavoured Markdown (top tables, every note)."""
-    parts = ["## normscope simulate", ""] + [f"- {line}" for line in simulate_header(r)] + [""]
-    parts += [md for t in simulate_tables(r, top) if (md := md_table(t))]
-    notes = _notes(r)
-    if notes:
-        parts.append("### Notes\n")
-        parts += [f"- **{sev}**: {text}" for sev, text in notes]
-    return "\n".join(parts).rstrip() + "\n"
+    return md_report("normscope simulate", simulate_header(r), simulate_tables(r, top), _notes(r))
