@@ -172,8 +172,17 @@ class Checkpoint(ABC):
         if len(self._buf) < size:
             self._buf = bytearray(size)
         view = memoryview(self._buf)[:size]
+        self.read_into(entry, byte0, view)
+        return view
+
+    def read_into(self, entry: TensorEntry, byte0: int, view: memoryview) -> None:
+        """Fill the writable `view` with bytes [byte0, byte0 + len(view)) of a tensor's data in its file.
+
+        Raises:
+            CheckpointError: the file ends before those bytes.
+        """
         fd = self._fd(entry.file)
-        offset, done = entry.offset + byte0, 0
+        offset, done, size = entry.offset + byte0, 0, len(view)
         while done < size:
             got = os.preadv(fd, [view[done:]], offset + done)
             if got <= 0:
@@ -181,7 +190,6 @@ class Checkpoint(ABC):
                     f"{entry.file}: tensor {entry.name!r} is truncated: expected {size} bytes at offset "
                     f"{offset}, the file ended after {done}; re-download or re-save the checkpoint")
             done += got
-        return view
 
     def _fd(self, file: Path) -> int:
         fd = self._fds.get(file)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,14 +65,14 @@ def read_block(ckpt: Checkpoint, entry: TensorEntry, row0: int, n_rows: int, col
     if n_rows == 0 or n_cols == 0:
         return out
     if n_cols == cols:
-        _pread(ckpt, entry, row0 * cols * item, _bytes(out))
+        ckpt.read_into(entry, row0 * cols * item, _bytes(out))
     elif 2 * n_cols >= cols:
         span = np.empty((n_rows - 1) * cols + n_cols, dt)  # from (row0, col0) to the block's last value
-        _pread(ckpt, entry, (row0 * cols + col0) * item, _bytes(span))
+        ckpt.read_into(entry, (row0 * cols + col0) * item, _bytes(span))
         out[...] = np.lib.stride_tricks.as_strided(span, (n_rows, n_cols), (cols * item, item))
     else:
         for i in range(n_rows):
-            _pread(ckpt, entry, ((row0 + i) * cols + col0) * item, _bytes(out[i]))
+            ckpt.read_into(entry, ((row0 + i) * cols + col0) * item, _bytes(out[i]))
     return out
 
 
@@ -92,18 +91,6 @@ def read_small(ckpt: Checkpoint, entry: TensorEntry, limit: int = DEFAULT_CHUNK_
 def _bytes(a: np.ndarray) -> memoryview:
     """A writable byte view of a contiguous array (memoryview refuses bfloat16 and fp8 formats)."""
     return memoryview(a.reshape(-1).view(np.uint8))
-
-
-def _pread(ckpt: Checkpoint, entry: TensorEntry, rel: int, view: memoryview) -> None:
-    fd = ckpt._fd(entry.file)  # noqa: SLF001 (same package: share the open descriptors)
-    offset, done, size = entry.offset + rel, 0, len(view)
-    while done < size:
-        got = os.preadv(fd, [view[done:]], offset + done)
-        if got <= 0:
-            raise CheckpointError(
-                f"{entry.file}: tensor {entry.name!r} is truncated: expected {size} bytes at offset {offset}, "
-                f"the file ended after {done}; re-download or re-save the checkpoint")
-        done += got
 
 
 def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
