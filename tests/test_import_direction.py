@@ -1,4 +1,5 @@
-"""The arrows of STYLE.md: errors/results <- io, quant <- arch <- analysis <- report <- cli.
+"""The arrows of STYLE.md: errors/results <- io, quant <- arch <- analysis <- report <- cli (`upstream`,
+the toolchains' rules that io and quant both apply, sits beside results).
 
 Every `normscope.X` import is checked: a module may import its own subpackage and anything of a
 strictly lower layer, never a sibling of the same layer (io and quant stay independent) or a
@@ -13,7 +14,7 @@ from pathlib import Path
 import normscope
 
 ROOT = Path(normscope.__file__).parent
-LAYER = {"errors": 0, "results": 1, "io": 2, "quant": 2, "arch": 3, "analysis": 4, "report": 5, "cli": 6,
+LAYER = {"errors": 0, "results": 1, "upstream": 1, "io": 2, "quant": 2, "arch": 3, "analysis": 4, "report": 5, "cli": 6,
          "__init__": 7, "__main__": 7, "testing": 7}
 
 

@@ -19,23 +19,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from ..upstream import quanto_group_size
 from .base import SimFormat
 
 __all__ = ["quanto_group_size", "QuantoInt8", "QuantoAffine", "SymmetricRTN"]
 
 F = np.float32
 SCALE_BITS = 16
-
-
-def quanto_group_size(in_features: int) -> int | None:
-    """optimum-quanto's group size for qint4/qint2 weights (None: one group per row)."""
-    group = 128
-    if in_features > group:
-        while in_features % group != 0 and group > 32:
-            group -= 32
-        if in_features % group == 0:
-            return group
-    return None
 
 
 def _rows(x: np.ndarray) -> np.ndarray:

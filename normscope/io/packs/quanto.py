@@ -29,6 +29,7 @@ import re
 import numpy as np
 
 from ...errors import CheckpointError
+from ...upstream import quanto_group_size
 from ..checkpoint import Checkpoint, TensorEntry
 from .base import Logical, PackContext, PackFormat, bad_shape, logical_entry, read_block, round_to
 
@@ -43,24 +44,6 @@ _PACKED = ".weight._data._data"  # a PackedTensor inside the QBitsTensor flatten
 _INPUT_HINTS = ((re.compile(r"(down_proj|fc2|w2|dense_4h_to_h|mlp\.c_proj|output\.dense)$"), "intermediate"),
                 (re.compile(r"(o_proj|out_proj|attn\.c_proj|attention\.dense|self_attn\.dense)$"), "attention"),
                 (re.compile(r".*"), "hidden"))
-
-
-def quanto_group_size(in_features: int) -> int | None:
-    """The group size quanto picks for a Linear with `in_features` inputs (None: per channel).
-
-    ref: optimum/quanto/nn/qmodule.py `QModuleMixin.__init__`.
-
-    Example:
-        >>> quanto_group_size(640), quanto_group_size(2048), quanto_group_size(64)
-        (128, 128, None)
-    """
-    group_size = 128
-    if in_features > group_size:
-        while in_features % group_size != 0 and group_size > 32:
-            group_size -= 32
-        if in_features % group_size == 0:
-            return group_size
-    return None
 
 
 class QuantoWeight(Logical):
