@@ -467,6 +467,9 @@ def _corrupt_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     bad = tensors[p + "g_idx"].clone()
     bad[5] = 9
     cases["g_idx-values"] = (_write(tmp_path / "gv", {**tensors, p + "g_idx": bad}, qconfig), "group indices")
+    # a module without its scales
+    cases["no-scales"] = (_write(tmp_path / "ns", {k: v for k, v in tensors.items() if k != p + "scales"}, qconfig),
+                          "has no model.layers.0.mlp.up_proj.scales; a GPTQ pack needs qweight, qzeros and scales")
     # the file ends inside qweight's bytes (header intact)
     trunc = _write(tmp_path / "tr", tensors, qconfig)
     raw = (trunc / "model.safetensors").read_bytes()
@@ -478,7 +481,7 @@ def _corrupt_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return cases
 
 
-CORRUPT = ["qzeros", "scales", "g_idx", "bits", "marlin", "g_idx-values", "truncated"]
+CORRUPT = ["qzeros", "scales", "no-scales", "g_idx", "bits", "marlin", "g_idx-values", "truncated"]
 
 
 @pytest.mark.parametrize("case", CORRUPT)

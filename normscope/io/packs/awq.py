@@ -67,14 +67,8 @@ def _settings(ctx: PackContext) -> tuple[int | None, str]:
 
 
 def _module(ctx: PackContext, prefix: str, gs: int | None) -> AWQWeight:
-    parts = {k: ctx.get(f"{prefix}.{k}") for k in ("qweight", "qzeros", "scales")}
-    q = parts["qweight"]
-    assert q is not None
-    for k in ("qzeros", "scales"):
-        if parts[k] is None:
-            raise CheckpointError(f"{q.file}: tensor {q.name!r} has no {prefix}.{k}; an AWQ pack needs qweight, "
-                                  "qzeros and scales")
-    z, s = parts["qzeros"], parts["scales"]
+    parts = ctx.module_parts(prefix, ("qweight", "qzeros", "scales"), pack="an AWQ pack")
+    q, z, s = parts["qweight"], parts["qzeros"], parts["scales"]
     if q.dtype != "I32" or len(q.shape) != 2:
         raise bad_shape(q, "a 2-D I32 tensor", "AWQ qweight", f"{q.dtype} {list(q.shape)}")
     if s.dtype not in _SCALE_DTYPES or len(s.shape) != 2:

@@ -151,6 +151,22 @@ class PackContext:
     def get(self, name: str) -> TensorEntry | None:
         return self.ckpt.entries.get(name)
 
+    def module_parts(self, prefix: str, required: Sequence[str], optional: Sequence[str] = (), pack: str = "the pack"
+                     ) -> dict[str, TensorEntry | None]:
+        """{part: tensor `<prefix>.<part>`} of one module, required then optional parts (a missing
+        optional one is None). The first required part must exist (the caller found it).
+
+        Raises:
+            CheckpointError: another required part is missing.
+        """
+        head = self.ckpt.entries[f"{prefix}.{required[0]}"]
+        found = {k: self.get(f"{prefix}.{k}") for k in (*required, *optional)}
+        for k in required:
+            if found[k] is None:
+                raise CheckpointError(f"{head.file}: tensor {head.name!r} has no {prefix}.{k}; {pack} needs "
+                                      f"{', '.join(required[:-1])} and {required[-1]}")
+        return found
+
     def prefixes(self, suffix: str) -> list[str]:
         """Module names that have a tensor `<module><suffix>`, in file order."""
         return [n[: -len(suffix)] for n in self.ckpt.entries if n.endswith(suffix)]

@@ -115,14 +115,8 @@ def _settings(ctx: PackContext) -> tuple[int | None, int | None, bool, bool]:
 
 
 def _module(ctx: PackContext, prefix: str, bits: int | None, gs: int | None, v1: bool, desc_act: bool) -> GPTQWeight:
-    parts = {k: ctx.get(f"{prefix}.{k}") for k in ("qweight", "qzeros", "scales", "g_idx")}
-    q = parts["qweight"]
-    assert q is not None
-    for k in ("qzeros", "scales"):
-        if parts[k] is None:
-            raise CheckpointError(f"{q.file}: tensor {q.name!r} has no {prefix}.{k}; a GPTQ pack needs qweight, "
-                                  "qzeros and scales")
-    z, s, g = parts["qzeros"], parts["scales"], parts["g_idx"]
+    parts = ctx.module_parts(prefix, ("qweight", "qzeros", "scales"), ("g_idx",), pack="a GPTQ pack")
+    q, z, s, g = parts["qweight"], parts["qzeros"], parts["scales"], parts["g_idx"]
     if q.dtype != "I32" or len(q.shape) != 2:
         raise bad_shape(q, "a 2-D I32 tensor", "GPTQ qweight", f"{q.dtype} {list(q.shape)}")
     if s.dtype not in _SCALE_DTYPES or len(s.shape) != 2:
