@@ -47,6 +47,7 @@ __all__ = [
     "NormChange",
     "PairResult",
     "DepthProfile",
+    "FailedVariant",
     "CompareResult",
     "COMPARE_SCHEMA_VERSION",
 ]
@@ -504,6 +505,15 @@ class DepthProfile(ResultBase):
 
 
 @dataclasses.dataclass(frozen=True)
+class FailedVariant(ResultBase):
+    """A variant that could not be read: it is left out, the others are still compared."""
+
+    label: str
+    source: str  # as the user gave it
+    error: str  # one line, naming the file
+
+
+@dataclasses.dataclass(frozen=True)
 class CompareResult(ResultBase):
     variants: tuple[Variant, ...]
     pairs: tuple[PairResult, ...]  # each variant against the first
@@ -511,6 +521,7 @@ class CompareResult(ResultBase):
     analyses: tuple[AnalyzeResult, ...]  # one per variant: every number a profile shows
     warnings: tuple[str, ...]
     options: dict[str, Any]
+    failed: tuple[FailedVariant, ...] = ()  # variants left out because they could not be read
     schema: str = "normscope.compare"
     schema_version: str = COMPARE_SCHEMA_VERSION
 

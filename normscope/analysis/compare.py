@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError, NormscopeError
 from ..io import DEFAULT_CHUNK_ELEMENTS
-from ..results import (AnalyzeResult, CompareResult, DepthProfile, NormChange, PairResult, ProgressFn, Role,
-                       TensorDiff, TensorInfo, Unmatched, Variant)
+from ..results import (AnalyzeResult, CompareResult, DepthProfile, FailedVariant, NormChange, PairResult,
+                       ProgressFn, Role, TensorDiff, TensorInfo, Unmatched, Variant)
 from .analyze import analyze_model
 from .errors import ErrorAccumulator, ErrorSums, rel_l2, sqnr_db
 from .model import Model, open_model
@@ -29,6 +29,8 @@ from .select import select_tensors
 __all__ = ["compare", "compare_models", "align", "paired_rows", "depth_profiles"]
 
 MOVED_MOST = 20
+# what a variant that cannot be read raises (as the CLI sees bad input): it is left out, the others compared
+READ_ERRORS = (NormscopeError, OSError, ValueError)
 NORM_CHANGE = 0.10  # a norm "grew" when its max |gain| rose by more than this fraction
 
 
@@ -63,10 +65,12 @@ def compare(sources: Sequence[str | Path], *, labels: Sequence[str] | None = Non
 
     Returns:
         CompareResult: `pairs` (each variant vs the first), `profiles` (statistics by role against depth),
-        `analyses` (one analyze result per variant).
+        `analyses` (one analyze result per variant), `failed` (variants that could not be read: each is left
+        out with its one-line error, and the others are still compared).
 
     Raises:
-        ConfigError (fewer than two sources, bad labels), SourceNotFoundError, CheckpointError.
+        ConfigError (fewer than two sources, bad labels); the base's SourceNotFoundError or CheckpointError
+        when the base cannot be read; CheckpointError when fewer than two models can be read.
 
     Example:
         >>> r = compare(["gemma-3-270m-hf", "example:gemma3-270m"], labels=["bf16", "q4_k_m"])  # doctest: +SKIP
@@ -81,28 +85,52 @@ def compare(sources: Sequence[str | Path], *, labels: Sequence[str] | None = Non
         if not 0 <= index < len(sources):
             raise ConfigError(f"--adapter for model {index + 1}: there are only {len(sources)} models")
     models: list[Model] = []
+    kept: list[int] = []
+    failed: list[FailedVariant] = []
     try:
         for i, source in enumerate(sources):
             kwargs = {"adapter": adapters[i]} if i in adapters else {}
-            models.append(open_model(source, arch=arch, token=token, **kwargs))
-        return compare_models(models, names, include=include, exclude=exclude, chunk_elements=chunk_elements,
-                              progress=progress, adapters={names[i]: str(a) for i, a in adapters.items()},
-                              jobs=jobs, executor=executor)
+            try:
+                models.append(open_model(source, arch=arch, token=token, **kwargs))
+            except READ_ERRORS as e:
+                if i == 0:  # the base: nothing to compare against
+                    raise
+                failed.append(FailedVariant(names[i], str(source), _one_line(e)))
+                continue
+            kept.append(i)
+        if len(models) < 2:
+            raise _unreadable(failed)
+        return compare_models(models, [names[i] for i in kept], include=include, exclude=exclude,
+                              chunk_elements=chunk_elements, progress=progress,
+                              adapters={names[i]: str(a) for i, a in adapters.items()}, jobs=jobs,
+                              executor=executor, failed=failed)
     finally:
         for m in models:
             m.close()
 
 
+def _one_line(e: BaseException) -> str:
+    message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(message.split()) or type(e).__name__
+
+
+def _unreadable(failed: Sequence[FailedVariant]) -> NormscopeError:
+    what = "; ".join(f"{f.label}: {f.error}" for f in failed)
+    return CheckpointError(f"compare needs at least two readable models; not readable: {what}")
+
+
 def compare_models(models: Sequence[Model], labels: Sequence[str], *, include: Sequence[str] = (),
                    exclude: Sequence[str] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
                    progress: ProgressFn | None = None, adapters: dict[str, str] | None = None, jobs: int | None = 1,
-                   executor: str = "process") -> CompareResult:
-    """`compare` on open models."""
+                   executor: str = "process", failed: Sequence[FailedVariant] = ()) -> CompareResult:
+    """`compare` on open models. A variant (not the base) that fails to read is left out and listed in
+    `failed`; the others are still compared."""
     adapters = adapters or {}
-    base, others = models[0], models[1:]
-    alignments = [align(base, m, include, exclude) for m in others]
+    failed = list(failed)
+    base = models[0]
+    alignments = [align(base, m, include, exclude) for m in models[1:]]
     total = sum(m.checkpoint.bytes_on_disk for m in models) + sum(
-        base.entry(a).nbytes + m.entry(b).nbytes for (pairs, _), m in zip(alignments, others) for a, b, _ in pairs)
+        base.entry(a).nbytes + m.entry(b).nbytes for (pairs, _), m in zip(alignments, models[1:]) for a, b, _ in pairs)
     done = [0]
 
     def step(what: str, nbytes: int) -> None:
@@ -110,25 +138,46 @@ def compare_models(models: Sequence[Model], labels: Sequence[str], *, include: S
         if progress:
             progress(what, done[0], total)
 
-    analyses = []
-    for label, m in zip(labels, models):
-        analyses.append(analyze_model(m, include=include, exclude=exclude, chunk_elements=chunk_elements,
-                                      jobs=jobs, executor=executor))
+    def drop(i: int, e: BaseException) -> None:
+        if i == 0:
+            raise e
+        failed.append(FailedVariant(labels[i], models[i].source.spec or models[i].source.path, _one_line(e)))
+
+    analyses: dict[int, AnalyzeResult] = {}
+    for i, (label, m) in enumerate(zip(labels, models)):
+        try:
+            analyses[i] = analyze_model(m, include=include, exclude=exclude, chunk_elements=chunk_elements,
+                                        jobs=jobs, executor=executor)
+        except READ_ERRORS as e:
+            drop(i, e)
         step(f"analyzed {label}", m.checkpoint.bytes_on_disk)
-    pairs = []
-    for (matched, unmatched), m, label, analysis in zip(alignments, others, labels[1:], analyses[1:]):
+    pairs: dict[int, PairResult] = {}
+    for i, ((matched, unmatched), m) in enumerate(zip(alignments, models[1:]), start=1):
+        if i not in analyses:
+            continue
         diffs = []
-        for a, b, note in matched:
-            diffs.append(_diff(base, a, m, b, note, chunk_elements))
-            step(a.name, base.entry(a).nbytes + m.entry(b).nbytes)
-        pairs.append(_pair(labels[0], label, diffs, unmatched, analyses[0], analysis))
-    variants = tuple(Variant(label, m.source, m.detected.spec.name, m.n_layers, len(m.tensors),
-                             sum(t.n_params for t in m.tensors), adapters.get(label))
-                     for label, m in zip(labels, models))
-    warnings = tuple(f"{label}: {w}" for label, m in zip(labels, models) for w in m.warnings)
+        try:
+            for a, b, note in matched:
+                diffs.append(_diff(base, a, m, b, note, chunk_elements))
+                step(a.name, base.entry(a).nbytes + m.entry(b).nbytes)
+        except READ_ERRORS as e:  # the base's analysis has just read all of it: the variant is what fails
+            drop(i, e)
+            del analyses[i]
+            continue
+        pairs[i] = _pair(labels[0], labels[i], diffs, unmatched, analyses[0], analyses[i])
+    if not pairs:
+        raise _unreadable(failed)
+    kept = [0, *pairs]
+    variants = tuple(Variant(labels[i], models[i].source, models[i].detected.spec.name, models[i].n_layers,
+                             len(models[i].tensors), sum(t.n_params for t in models[i].tensors),
+                             adapters.get(labels[i])) for i in kept)
+    warnings = tuple(f"{labels[i]}: {w}" for i in kept for w in models[i].warnings)
+    kept_labels = [labels[i] for i in kept]
+    kept_analyses = [analyses[i] for i in kept]
     options = {"labels": list(labels), "include": list(include), "exclude": list(exclude)}
-    return CompareResult(variants=variants, pairs=tuple(pairs), profiles=depth_profiles(labels, analyses),
-                         analyses=tuple(analyses), warnings=warnings, options=options)
+    return CompareResult(variants=variants, pairs=tuple(pairs.values()), profiles=depth_profiles(kept_labels,
+                         kept_analyses), analyses=tuple(kept_analyses), warnings=warnings, options=options,
+                         failed=tuple(failed))
 
 
 # -- alignment ---------------------------------------------------------------------------------------

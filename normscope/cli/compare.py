@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -46,7 +47,11 @@ def compare(
     executor: Executor = ExecutorOpt,
     ray_address: str = RayAddressOpt,
 ) -> None:
-    """Compare checkpoints tensor by tensor (same shapes) and by role and depth (any shapes)."""
+    """Compare checkpoints tensor by tensor (same shapes) and by role and depth (any shapes).
+
+    A variant that cannot be read is named in one line on stderr and left out; the report of the others is
+    still written, and the exit code is 2.
+    """
     if len(models) < 2:
         raise ConfigError(f"compare needs at least two models, got {len(models)}")
     use_ray_address(ray_address)
@@ -57,3 +62,7 @@ def compare(
     to_stdout = write_outputs({json_path: lambda: to_json(result), md_path: lambda: compare_markdown(result, top),
                                html_path: lambda: report_html(result)})
     print_report(lambda width, color: compare_terminal(result, top, width, color), quiet or to_stdout)
+    for f in result.failed:
+        sys.stderr.write(f"normscope: error: {f.label}: {f.error}\n")
+    if result.failed:
+        raise typer.Exit(2)

@@ -10,7 +10,7 @@ from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
 
-__all__ = ["compare_header", "compare_tables", "pair_tables", "compare_terminal", "compare_markdown"]
+__all__ = ["compare_header", "failure_notes", "compare_tables", "pair_tables", "compare_terminal", "compare_markdown"]
 
 
 def _db(x: float) -> str:
@@ -19,7 +19,15 @@ def _db(x: float) -> str:
 
 def compare_header(r: CompareResult) -> list[str]:
     base = r.variants[0].label
-    return [f"{len(r.variants)} models, each compared with {base!r}"]
+    lines = [f"{len(r.variants)} models, each compared with {base!r}"]
+    if r.failed:
+        lines.append(f"not compared (could not be read): {', '.join(f.label for f in r.failed)}")
+    return lines
+
+
+def failure_notes(r: CompareResult) -> list[tuple[str, str]]:
+    """One error line per variant that could not be read."""
+    return [("error", f"{f.label} ({f.source}) was not compared: {f.error}") for f in r.failed]
 
 
 def variants_table(r: CompareResult) -> Table:
@@ -65,7 +73,8 @@ def compare_tables(r: CompareResult, top: int = 10) -> list[Table]:
 
 
 def _notes(r: CompareResult) -> list[tuple[str, str]]:
-    return [("warning", w) for w in r.warnings] + [("info", line) for p in r.pairs for line in p.summary]
+    return (failure_notes(r) + [("warning", w) for w in r.warnings]
+            + [("info", line) for p in r.pairs for line in p.summary])
 
 
 def compare_terminal(r: CompareResult, top: int = 10, width: int = 120, color: bool = False) -> str:

@@ -13,7 +13,8 @@ import pytest
 from helpers import (GEMMA_CONFIG, LLAMA_CONFIG, gemma_tensors, llama_tensors, write_gguf, write_model)
 from normscope import compare
 from normscope.analysis import open_model
-from normscope.errors import ConfigError
+from normscope.analysis.compare import compare_models
+from normscope.errors import CheckpointError, ConfigError
 from normscope.io import GGUFCheckpoint
 
 
@@ -162,3 +163,70 @@ def test_bad_arguments(tmp_path):
         compare([d, d], labels=["a", "b", "c"])
     with pytest.raises(ConfigError, match="distinct"):
         compare([d, d], labels=["a", "a"])
+
+
+@pytest.fixture
+def three(tmp_path):
+    base_t = gemma_tensors()
+    tuned = {k: v * (1.01 if "mlp" in k else 1.0) for k, v in base_t.items()}
+    base = write_model(tmp_path / "base", base_t, GEMMA_CONFIG, "BF16")
+    ft = write_model(tmp_path / "ft", tuned, GEMMA_CONFIG, "BF16")
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x10" + bytes(7) + b'{"a": 1}       ')  # a header length past the end of the file
+    return base, ft, bad
+
+
+def _without_failures(r):
+    d = r.to_dict()
+    del d["failed"], d["options"]
+    return d
+
+
+def test_a_variant_that_fails_to_open_is_named_and_the_others_are_compared(three):
+    base, ft, bad = three
+    r = compare([base, bad, ft], labels=["base", "broken", "ft"])
+    assert [v.label for v in r.variants] == ["base", "ft"] and [p.variant for p in r.pairs] == ["ft"]
+    (f,) = r.failed
+    assert (f.label, f.source) == ("broken", str(bad)) and str(bad) in f.error and "\n" not in f.error
+    assert _without_failures(r) == _without_failures(compare([base, ft], labels=["base", "ft"]))
+
+
+def test_a_variant_truncated_while_it_is_read_is_left_out(three, tmp_path):
+    """A file that opened but ends early (cut after opening): its analysis fails, the pair of the others stays."""
+    base, ft, _ = three
+    cut = write_model(tmp_path / "cut", gemma_tensors(seed=9), GEMMA_CONFIG, "BF16")
+    models = [open_model(p) for p in (base, cut, ft)]
+    shard = next(cut.glob("*.safetensors"))
+    with open(shard, "r+b") as fh:
+        fh.truncate(shard.stat().st_size // 2)
+    try:
+        r = compare_models(models, ["base", "cut", "ft"])
+    finally:
+        for m in models:
+            m.close()
+    assert [p.variant for p in r.pairs] == ["ft"] and [f.label for f in r.failed] == ["cut"]
+    assert "is truncated" in r.failed[0].error and str(shard) in r.failed[0].error
+
+
+def test_a_variant_that_fails_during_the_element_wise_diff_is_left_out(three, tmp_path):
+    base, ft, _ = three
+    cut = write_model(tmp_path / "cut", gemma_tensors(seed=9), GEMMA_CONFIG, "BF16")
+    shard = next(cut.glob("*.safetensors"))
+
+    def cut_after_its_analysis(what, done, total):
+        if what == "analyzed cut":
+            with open(shard, "r+b") as fh:
+                fh.truncate(shard.stat().st_size // 2)
+
+    r = compare([base, cut, ft], labels=["base", "cut", "ft"], progress=cut_after_its_analysis)
+    assert [v.label for v in r.variants] == ["base", "ft"] and len(r.analyses) == 2
+    assert [f.label for f in r.failed] == ["cut"] and "is truncated" in r.failed[0].error
+    assert {p.variant for p in r.profiles} == {"base", "ft"}
+
+
+def test_an_unreadable_base_or_too_few_readable_models_raise(three):
+    base, ft, bad = three
+    with pytest.raises(CheckpointError, match="header length"):
+        compare([bad, base, ft])
+    with pytest.raises(CheckpointError, match="at least two readable models; not readable: variant1: .*broken"):
+        compare([base, bad, bad])

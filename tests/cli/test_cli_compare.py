@@ -56,3 +56,31 @@ def test_bad_arguments_exit_2(models, capsys, args, message):
     args = [str(models[0]) if a in ("ONLY", "A") else str(models[1]) if a == "B" else a for a in args]
     code, _, err = run_cli(["compare", *args], capsys)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_a_variant_that_fails_to_read_names_itself_and_the_others_are_not_lost(models, tmp_path, capsys):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x10" + bytes(7) + b'{"a": 1}       ')
+    out_json, out_md, out_html = tmp_path / "c.json", tmp_path / "c.md", tmp_path / "c.html"
+    code, _, err = run_cli(["compare", str(models[0]), str(bad), str(models[1]), "--labels", "base,broken,ft",
+                            "--json", str(out_json), "--md", str(out_md), "--html", str(out_html)], capsys)
+    assert code == 2
+    assert err.splitlines() == [f"normscope: error: broken: {bad}: header length 16 runs beyond the end of the "
+                                "file (23 bytes); the file is truncated or not safetensors"]
+    doc = json.loads(out_json.read_text())
+    jsonschema.validate(doc, schema("compare"))
+    assert [v["label"] for v in doc["variants"]] == ["base", "ft"]
+    assert doc["failed"] == [{"label": "broken", "source": str(bad), "error": err.split("broken: ", 1)[1].strip()}]
+    assert doc["pairs"][0]["matched"] == 28 and doc["pairs"][0]["identical"] == 22
+    assert f"broken ({bad}) was not compared" in out_md.read_text()
+    html = out_html.read_text()
+    assert_well_formed(html)
+    assert "broken" in html and "was not compared" in html
+
+
+def test_an_unreadable_base_writes_nothing(models, tmp_path, capsys):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    code, _, err = run_cli(["compare", str(bad), *map(str, models[:2]), "--json", str(tmp_path / "c.json")], capsys)
+    assert code == 2 and err.count("\n") == 1 and str(bad) in err
+    assert not (tmp_path / "c.json").exists()
