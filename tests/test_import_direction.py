@@ -14,7 +14,7 @@ from pathlib import Path
 import normscope
 
 ROOT = Path(normscope.__file__).parent
-LAYER = {"errors": 0, "results": 1, "upstream": 1, "io": 2, "quant": 2, "arch": 3, "analysis": 4, "report": 5, "cli": 6,
+LAYER = {"errors": 0, "_kernels": 0, "results": 1, "upstream": 1, "io": 2, "quant": 2, "arch": 3, "analysis": 4, "report": 5, "cli": 6,
          "__init__": 7, "__main__": 7, "testing": 7}
 
 

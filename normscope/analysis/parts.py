@@ -72,7 +72,7 @@ def analyze_part(model: Model, part: TensorPart, *, top_k: int, outlier_sigma: f
         acc = WeightAccumulator(part.shape, top_k=top_k, outlier_sigma=outlier_sigma).primed(values, start)
     for start, values in model.iter_values(part, chunk_elements, part.first, part.stop):
         acc.update(start, values)
-    acc._sq = acc._sq[:0]  # noqa: SLF001 - the scratch block need not travel back
+    acc.release_scratch()  # the scratch arrays need not travel back
     return acc
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._kernels import block_stats
 from ..results import TopValue, WeightStats
 
 __all__ = ["WeightAccumulator", "SUB_BLOCK", "top_k_indices", "count_beyond"]
@@ -116,7 +117,12 @@ class WeightAccumulator:
     tau: float = 0.0
     candidates: list[np.ndarray] = field(default_factory=list)
     n_candidates: int = 0
-    _sq: np.ndarray = field(default_factory=lambda: np.empty(SUB_BLOCK, np.float32), repr=False)
+    # per-sub-block kernel outputs of the current chunk (scratch, reused)
+    _block_sums: np.ndarray = field(default_factory=lambda: np.empty((0, 4)), repr=False)
+    _block_min: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32), repr=False)
+    _block_max: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32), repr=False)
+    _block_count: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
+    _cand: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32), repr=False)
     # when a list: every sub-block's (Σd, Σd², Σd³, Σd⁴), in order, so that `merge` can replay the
     # float64 additions of one accumulator fed every chunk (a tensor split across workers)
     partials: list[tuple[float, float, float, float]] | None = field(default=None, repr=False)
@@ -164,78 +170,61 @@ class WeightAccumulator:
             self.partials.clear()
 
     def _add(self, sums: tuple[float, float, float, float]) -> None:
-        self.sums += sums
-        if self.partials is not None:
-            self.partials.append(sums)
+        self._add_rows(np.array([sums], dtype=np.float64))
 
     def _pass(self, flat_start: int, flat: np.ndarray) -> None:
-        """Every sub-block of one chunk. The fast loop does what `_sub_block` does for K = 0 and
-        finite values, with the same float32 reductions in the same order and the same float64
-        running sums; anything else goes through `_sub_block`."""
-        sq = self._sq
-        if self.shift:
-            for i in range(0, flat.size, SUB_BLOCK):
-                self._sub_block(flat_start + i, flat[i:i + SUB_BLOCK], sq)
-            return
-        s1, s2, s3, s4 = self.sums.tolist()
-        n, vmin, vmax, k, record = self.n, self.vmin, self.vmax, self.top_k, self.partials
-        top_floor = abs(float(self.top_vals[-1])) if self.top_vals.size >= k > 0 else -1.0
-        tau2 = np.float32(self.tau * self.tau)
-        for i in range(0, flat.size, SUB_BLOCK):
-            x = flat[i:i + SUB_BLOCK]
-            q = sq[:x.size]
-            _mul(x, x, out=q)
-            a, b = float(_add(x)), float(_add(q))
-            if not (math.isfinite(a) and math.isfinite(b)):
-                self.sums[:] = (s1, s2, s3, s4)
-                self.n, self.vmin, self.vmax = n, vmin, vmax
-                self._non_finite(flat_start + i, x)
-                s1, s2, s3, s4 = self.sums.tolist()
-                n, vmin, vmax = self.n, self.vmin, self.vmax
-                top_floor = abs(float(self.top_vals[-1])) if self.top_vals.size >= k > 0 else -1.0
-                tau2 = np.float32(self.tau * self.tau)
-                continue
-            c, e = float(_dot(q, x)), float(_dot(q, q))
-            s1 += a
-            s2 += b
-            s3 += c
-            s4 += e
-            if record is not None:
-                record.append((a, b, c, e))
-            n += x.size
-            lo, hi = float(_min(x)), float(_max(x))
-            if lo < vmin:
-                vmin = lo
-            if hi > vmax:
-                vmax = hi
-            absmax = max(hi, -lo)
-            if k and absmax > top_floor:
-                self._top(flat_start + i, x)
-                top_floor = abs(float(self.top_vals[-1])) if self.top_vals.size >= k else -1.0
-            # with K = 0, q = x·x rounded, which is monotone in |x|: its max is absmax² rounded
-            if np.float32(absmax) * np.float32(absmax) > tau2:
-                self._keep_candidates(x[q > tau2])
-                tau2 = np.float32(self.tau * self.tau)
-        self.sums[:] = (s1, s2, s3, s4)
-        self.n, self.vmin, self.vmax = n, vmin, vmax
+        """Every sub-block of one chunk. The compiled kernel reads each value once: it sums d, d², d³,
+        d⁴ (d = x − K) in float64, finds each sub-block's min and max, and copies out the outlier
+        candidates (float32 d² > τ²); the float64 running sums take the sub-blocks in order. Only
+        sub-blocks that may hold a new top-k value, or hold a NaN/Inf, are looked at again here."""
+        nb = -(-flat.size // SUB_BLOCK)
+        if self._block_sums.shape[0] < nb:
+            self._block_sums = np.empty((nb, 4))
+            self._block_min, self._block_max = np.empty(nb, np.float32), np.empty(nb, np.float32)
+            self._block_count = np.empty(nb, np.int64)
+        if self._cand.size < flat.size:
+            self._cand = np.empty(flat.size, np.float32)  # pages are touched only as candidates are written
+        sums, mins, maxs, counts = (self._block_sums[:nb], self._block_min[:nb], self._block_max[:nb],
+                                    self._block_count[:nb])
+        shift = np.float32(self.shift or 0.0)
+        total = block_stats(flat, shift, np.float32(self.tau * self.tau), SUB_BLOCK, sums, mins, maxs,
+                            self._cand, counts)
+        finite = np.isfinite(sums).all(axis=1)
+        if finite.all():
+            self._add_rows(sums)
+            self.n += flat.size
+            self.vmin, self.vmax = min(self.vmin, float(mins.min())), max(self.vmax, float(maxs.max()))
+            if total:
+                self._keep_candidates(self._cand[:total].copy())
+        else:
+            ends = np.cumsum(counts).tolist()
+            for b in range(nb):
+                x = flat[b * SUB_BLOCK:(b + 1) * SUB_BLOCK]
+                if finite[b]:
+                    self._add_rows(sums[b:b + 1])
+                    self.n += x.size
+                    self.vmin, self.vmax = min(self.vmin, float(mins[b])), max(self.vmax, float(maxs[b]))
+                    if counts[b]:
+                        self._keep_candidates(self._cand[ends[b] - counts[b]:ends[b]].copy())
+                else:
+                    self._non_finite(flat_start + b * SUB_BLOCK, x)
+        if self.top_k:
+            with np.errstate(invalid="ignore"):  # NaN sub-blocks are not looked at here: _non_finite took them
+                look = (np.maximum(maxs, -mins) > self._top_floor()) & finite
+            for b in np.flatnonzero(look).tolist():
+                if max(float(maxs[b]), -float(mins[b])) > self._top_floor():
+                    self._top(flat_start + b * SUB_BLOCK, flat[b * SUB_BLOCK:(b + 1) * SUB_BLOCK])
 
-    def _sub_block(self, start: int, x: np.ndarray, sq: np.ndarray) -> None:
-        d = x - np.float32(self.shift) if self.shift else x
-        q = sq[:d.size]
-        np.multiply(d, d, out=q)
-        s1, s2 = float(d.sum()), float(q.sum())
-        if not (math.isfinite(s1) and math.isfinite(s2)):
-            self._non_finite(start, x)
-            return
-        self._add((s1, s2, float(np.dot(q, d)), float(np.dot(q, q))))
-        self.n += x.size
-        lo, hi = float(x.min()), float(x.max())
-        self.vmin, self.vmax = min(self.vmin, lo), max(self.vmax, hi)
-        if self.top_k and (self.top_vals.size < self.top_k or max(hi, -lo) > abs(float(self.top_vals[-1]))):
-            self._top(start, x)
-        tau2 = np.float32(self.tau * self.tau)
-        if float(q.max()) > tau2:
-            self._keep_candidates(x[q > tau2])
+    def _top_floor(self) -> float:
+        """|k-th largest value| so far: a sub-block can add to the top-k only beyond it (-1 until k are known)."""
+        return abs(float(self.top_vals[-1])) if self.top_vals.size >= self.top_k > 0 else -1.0
+
+    def _add_rows(self, rows: np.ndarray) -> None:
+        """Add sub-blocks' (Σd, Σd², Σd³, Σd⁴) to the running sums one after another (cumsum is
+        sequential: the same float64 additions as `merge`'s replay)."""
+        self.sums = np.cumsum(np.vstack([self.sums, rows]), axis=0)[-1]
+        if self.partials is not None:
+            self.partials.extend(map(tuple, rows.tolist()))
 
     def _non_finite(self, start: int, x: np.ndarray) -> None:
         nan, inf = np.isnan(x), np.isinf(x)
@@ -296,6 +285,12 @@ class WeightAccumulator:
         kept = pool[dist > self.tau]
         self.candidates, self.n_candidates = [kept], kept.size
 
+    def release_scratch(self) -> None:
+        """Drop the per-chunk scratch arrays (before the accumulator travels back from a worker)."""
+        self._block_sums = np.empty((0, 4))
+        self._block_min, self._block_max = np.empty(0, np.float32), np.empty(0, np.float32)
+        self._block_count, self._cand = np.empty(0, np.int64), np.empty(0, np.float32)
+
     # -- a tensor split across workers ------------------------------------------------------------
     def primed(self, first_chunk: np.ndarray, first_start: int = 0) -> WeightAccumulator:
         """A fresh recording accumulator for chunks after the first: K and τ as this tensor's first
@@ -355,6 +350,7 @@ class WeightAccumulator:
 
     def finish(self, recount: int | None = None) -> WeightStats:
         """The statistics; `recount` is the second-pass outlier count when `needs_recount()`."""
+        self.release_scratch()
         mean, std, kurt = self.moments()
         if recount is not None:
             outliers = recount
