@@ -18,7 +18,13 @@ __all__ = [
     "ConfigError",
     "MissingExtraError",
     "OutputError",
+    "message",
 ]
+
+
+def message(e: BaseException) -> str:
+    """What an error says, as a user should read it (a KeyError's str() quotes its whole message)."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
 
 
 class NormscopeError(Exception):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, ConfigError, NormscopeError
+from ..errors import CheckpointError, ConfigError, NormscopeError, message
 from ..io import DEFAULT_CHUNK_ELEMENTS
 from ..results import (AnalyzeResult, CompareResult, DepthProfile, FailedVariant, NormChange, PairResult,
                        ProgressFn, Role, TensorDiff, TensorInfo, Unmatched, Variant)
@@ -110,8 +110,7 @@ def compare(sources: Sequence[str | Path], *, labels: Sequence[str] | None = Non
 
 
 def _one_line(e: BaseException) -> str:
-    message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-    return " ".join(message.split()) or type(e).__name__
+    return " ".join(message(e).split()) or type(e).__name__
 
 
 def _unreadable(failed: Sequence[FailedVariant]) -> NormscopeError:

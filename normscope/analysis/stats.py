@@ -41,8 +41,6 @@ SHIFT_RATIO = 0.1  # K = mean when |mean| > SHIFT_RATIO · σ of the first chunk
 # exact unless σ̂ overestimates σ by a third (then `needs_recount` asks for a second pass).
 TAU_FACTOR = 0.75
 
-_add, _min, _max, _mul, _dot = np.add.reduce, np.minimum.reduce, np.maximum.reduce, np.multiply, np.dot
-
 
 def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
     """Flat indices of the k largest |values|, largest first, ties broken by lower index."""
@@ -100,6 +98,20 @@ def count_beyond(values: np.ndarray, center: float, limit: float) -> int:
     return n
 
 
+class _Scratch:
+    """The kernel's outputs for chunks of up to `n` values, reused from chunk to chunk."""
+
+    def __init__(self, n: int):
+        nb = -(-n // SUB_BLOCK)
+        self.sums, self.counts = np.empty((nb, 4)), np.empty(nb, np.int64)
+        self.mins, self.maxs = np.empty(nb, np.float32), np.empty(nb, np.float32)
+        self.cand = np.empty(n, np.float32)  # pages are touched only as candidates are written
+
+    def views(self, nb: int) -> tuple[np.ndarray, ...]:
+        """(sums, mins, maxs, counts, cand) for a chunk of `nb` sub-blocks."""
+        return self.sums[:nb], self.mins[:nb], self.maxs[:nb], self.counts[:nb], self.cand
+
+
 @dataclass
 class WeightAccumulator:
     """Accumulates `WeightStats` of a tensor with `n` values, rows of `row_len`, fed in order."""
@@ -119,12 +131,7 @@ class WeightAccumulator:
     tau: float = 0.0
     candidates: list[np.ndarray] = field(default_factory=list)
     n_candidates: int = 0
-    # per-sub-block kernel outputs of the current chunk (scratch, reused)
-    _block_sums: np.ndarray = field(default_factory=lambda: np.empty((0, 4)), repr=False)
-    _block_min: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32), repr=False)
-    _block_max: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32), repr=False)
-    _block_count: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
-    _cand: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32), repr=False)
+    _scratch: _Scratch | None = field(default=None, repr=False)
     # when a list: every sub-block's (Σd, Σd², Σd³, Σd⁴), in order, so that `merge` can replay the
     # float64 additions of one accumulator fed every chunk (a tensor split across workers)
     partials: list[tuple[float, float, float, float]] | None = field(default=None, repr=False)
@@ -180,24 +187,18 @@ class WeightAccumulator:
         candidates (float32 d² > τ²); the float64 running sums take the sub-blocks in order. Only
         sub-blocks that may hold a new top-k value, or hold a NaN/Inf, are looked at again here."""
         nb = -(-flat.size // SUB_BLOCK)
-        if self._block_sums.shape[0] < nb:
-            self._block_sums = np.empty((nb, 4))
-            self._block_min, self._block_max = np.empty(nb, np.float32), np.empty(nb, np.float32)
-            self._block_count = np.empty(nb, np.int64)
-        if self._cand.size < flat.size:
-            self._cand = np.empty(flat.size, np.float32)  # pages are touched only as candidates are written
-        sums, mins, maxs, counts = (self._block_sums[:nb], self._block_min[:nb], self._block_max[:nb],
-                                    self._block_count[:nb])
+        if self._scratch is None or self._scratch.cand.size < flat.size:
+            self._scratch = _Scratch(flat.size)
+        sums, mins, maxs, counts, cand = self._scratch.views(nb)
         shift = np.float32(self.shift or 0.0)
-        total = block_stats(flat, shift, np.float32(self.tau * self.tau), SUB_BLOCK, sums, mins, maxs,
-                            self._cand, counts)
+        total = block_stats(flat, shift, np.float32(self.tau * self.tau), SUB_BLOCK, sums, mins, maxs, cand, counts)
         finite = np.isfinite(sums).all(axis=1)
         if finite.all():
             self._add_rows(sums)
             self.n += flat.size
             self.vmin, self.vmax = min(self.vmin, float(mins.min())), max(self.vmax, float(maxs.max()))
             if total:
-                self._keep_candidates(self._cand[:total].copy())
+                self._keep_candidates(cand[:total].copy())
         else:
             ends = np.cumsum(counts).tolist()
             for b in range(nb):
@@ -207,7 +208,7 @@ class WeightAccumulator:
                     self.n += x.size
                     self.vmin, self.vmax = min(self.vmin, float(mins[b])), max(self.vmax, float(maxs[b]))
                     if counts[b]:
-                        self._keep_candidates(self._cand[ends[b] - counts[b]:ends[b]].copy())
+                        self._keep_candidates(cand[ends[b] - counts[b]:ends[b]].copy())
                 else:
                     self._non_finite(flat_start + b * SUB_BLOCK, x)
         if self.top_k:
@@ -289,9 +290,7 @@ class WeightAccumulator:
 
     def release_scratch(self) -> None:
         """Drop the per-chunk scratch arrays (before the accumulator travels back from a worker)."""
-        self._block_sums = np.empty((0, 4))
-        self._block_min, self._block_max = np.empty(0, np.float32), np.empty(0, np.float32)
-        self._block_count, self._cand = np.empty(0, np.int64), np.empty(0, np.float32)
+        self._scratch = None
 
     # -- a tensor split across workers ------------------------------------------------------------
     def primed(self, first_chunk: np.ndarray, first_start: int = 0) -> WeightAccumulator:

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from ..errors import NormscopeError
+from ..errors import NormscopeError, message
 from .analyze import analyze
 from .check import check
 from .clip import clip
@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     except (NormscopeError, OSError, ValueError, KeyError) as e:
         if debug:
             raise
-        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        sys.stderr.write(f"normscope: error: {message}\n")
+        sys.stderr.write(f"normscope: error: {message(e)}\n")
         sys.exit(2)
     except Exception as e:  # a bug, not bad input: still one line unless --debug
         if debug:
