@@ -1,7 +1,7 @@
 """The one C extension (everything else is in pyproject.toml): the fused statistics loop of `analyze`.
 
-Vector extensions with FMA contraction off give the same sums on every CPU; on x86-64 GCC builds AVX2
-is picked at run time (target_clones). setup.py rather than pyproject's `ext-modules`, which setuptools
+With FMA contraction off, its AVX2 loop (picked at import on x86-64 CPUs that have AVX2) and its plain C
+loop give the same sums on every CPU. setup.py rather than pyproject's `ext-modules`, which setuptools
 still marks experimental (and warns about on every install).
 """
 

@@ -106,7 +106,7 @@ def analyze_tensor(model: Model, info: TensorInfo, *, top_k: int = 8, outlier_si
     if is_norm_read(info):
         return TensorReport(**base, norm=norm_stats(model.read(info), info.convention, top_k))
     acc = WeightAccumulator(info.shape, top_k=top_k, outlier_sigma=outlier_sigma)
-    for start, values in model.iter_values(info, chunk_elements):
+    for start, values in model.iter_values(info, chunk_elements, stored=True):
         acc.update(start, values)
     recount = None
     if acc.needs_recount():

@@ -68,12 +68,13 @@ class Model:
             yield row0, rows
 
     def iter_values(self, info: TensorInfo, max_elements: int = DEFAULT_CHUNK_ELEMENTS, first: int = 0,
-                    stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                    stop: int | None = None, *, stored: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """(flat_start, float32 1-D values) of a tensor in HF convention: one pass in bounded memory.
 
         The arrays are reused buffers, valid until the next read from this model (see
         `Checkpoint.iter_chunks`); rows longer than `max_elements` are split. `first`/`stop` select
-        chunks [first, stop) (only where `chunk_ranges` says the tensor supports it).
+        chunks [first, stop) (only where `chunk_ranges` says the tensor supports it). With `stored`,
+        values stored as bfloat16 in HF convention may come as bfloat16 (`Checkpoint.iter_chunks`).
         """
         offset = self._offsets.get(info.name, 0.0)
         if info.name in self._row_groups:
@@ -81,6 +82,8 @@ class Model:
                 yield row0 * info.shape[-1], rows.reshape(-1)
             return
         ranged = {} if (first, stop) == (0, None) else {"first": first, "stop": stop}
+        if stored and not offset and type(self.checkpoint).iter_chunks is Checkpoint.iter_chunks:
+            ranged["stored"] = True
         for start, values in self.checkpoint.iter_chunks(self._entries[info.name], max_elements, **ranged):
             if offset:
                 values -= np.float32(offset)

@@ -68,11 +68,10 @@ def analyze_part(model: Model, part: TensorPart, *, top_k: int, outlier_sigma: f
     if part.first == 0:
         acc = WeightAccumulator(part.shape, top_k=top_k, outlier_sigma=outlier_sigma, partials=[])
     else:
-        start, values = next(model.iter_values(part, chunk_elements, 0, 1))
+        start, values = next(model.iter_values(part, chunk_elements, 0, 1, stored=True))
         acc = WeightAccumulator(part.shape, top_k=top_k, outlier_sigma=outlier_sigma).primed(values, start)
-    for start, values in model.iter_values(part, chunk_elements, part.first, part.stop):
+    for start, values in model.iter_values(part, chunk_elements, part.first, part.stop, stored=True):
         acc.update(start, values)
-    acc.release_scratch()  # the scratch arrays need not travel back
     return acc
 
 

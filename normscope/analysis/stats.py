@@ -22,11 +22,13 @@ again in numpy.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._kernels import block_stats
+from .._kernels import block_stats, block_stats_bf16
+from ..io.dtypes import numpy_dtype
 from ..results import TopValue, WeightStats
 
 __all__ = ["WeightAccumulator", "SUB_BLOCK", "top_k_indices", "count_beyond"]
@@ -40,6 +42,15 @@ SHIFT_RATIO = 0.1  # K = mean when |mean| > SHIFT_RATIO · σ of the first chunk
 # means fewer sub-blocks to sift (at 0.75 · 6σ a Gaussian sub-block rarely has one); the count stays
 # exact unless σ̂ overestimates σ by a third (then `needs_recount` asks for a second pass).
 TAU_FACTOR = 0.75
+BF16 = numpy_dtype("BF16")  # chunks may come as stored bfloat16: the kernel reads them without widening
+
+
+def _f32(values: np.ndarray) -> np.ndarray:
+    """float32 values: float32 as is, bfloat16 widened exactly (its bits are a float32's top half;
+    shifting them is several times faster than ml_dtypes' cast, and the same values)."""
+    if values.dtype == np.float32:
+        return values
+    return (values.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
@@ -98,18 +109,34 @@ def count_beyond(values: np.ndarray, center: float, limit: float) -> int:
     return n
 
 
-class _Scratch:
-    """The kernel's outputs for chunks of up to `n` values, reused from chunk to chunk."""
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """`np.unravel_index` of one index, in plain ints (a tenth of its cost)."""
+    out = []
+    for dim in reversed(shape):
+        flat, i = divmod(flat, dim) if dim else (flat, 0)
+        out.append(i)
+    return tuple(reversed(out))
 
-    def __init__(self, n: int):
+
+class _Scratch(threading.local):
+    """The kernel's outputs for chunks of up to `size` values, reused from chunk to chunk and from
+    tensor to tensor (one set per thread: fresh arrays for every small tensor cost more in page
+    faults than the kernel's work). `_pass` copies out what it keeps before the next call."""
+
+    size = -1  # values the arrays hold room for (per thread; -1: none yet)
+
+    def views(self, n: int) -> tuple[np.ndarray, ...]:
+        """(sums, mins, maxs, counts, cand, pos) for a chunk of `n` values."""
         nb = -(-n // SUB_BLOCK)
-        self.sums, self.counts = np.empty((nb, 4)), np.empty(nb, np.int64)
-        self.mins, self.maxs = np.empty(nb, np.float32), np.empty(nb, np.float32)
-        self.cand = np.empty(n, np.float32)  # pages are touched only as candidates are written
+        if n > self.size:
+            self.size, m = n, -(-n // SUB_BLOCK)
+            self.sums, self.counts = np.empty((m, 4)), np.empty(m, np.int64)
+            self.mins, self.maxs = np.empty(m, np.float32), np.empty(m, np.float32)
+            self.cand, self.pos = np.empty(n, np.float32), np.empty(n, np.int64)  # touched as candidates are written
+        return self.sums[:nb], self.mins[:nb], self.maxs[:nb], self.counts[:nb], self.cand, self.pos
 
-    def views(self, nb: int) -> tuple[np.ndarray, ...]:
-        """(sums, mins, maxs, counts, cand) for a chunk of `nb` sub-blocks."""
-        return self.sums[:nb], self.mins[:nb], self.maxs[:nb], self.counts[:nb], self.cand
+
+_SCRATCH = _Scratch()
 
 
 @dataclass
@@ -131,15 +158,15 @@ class WeightAccumulator:
     tau: float = 0.0
     candidates: list[np.ndarray] = field(default_factory=list)
     n_candidates: int = 0
-    _scratch: _Scratch | None = field(default=None, repr=False)
     # when a list: every sub-block's (Σd, Σd², Σd³, Σd⁴), in order, so that `merge` can replay the
     # float64 additions of one accumulator fed every chunk (a tensor split across workers)
     partials: list[tuple[float, float, float, float]] | None = field(default=None, repr=False)
 
     def update(self, flat_start: int, values: np.ndarray) -> None:
-        """Add values (any shape, float32) whose first element has flat index `flat_start`.
+        """Add values (any shape, float32 or bfloat16) whose first element has flat index `flat_start`.
 
-        `values` is only read during the call (a reused buffer is fine).
+        `values` is only read during the call (a reused buffer is fine). bfloat16 gives the same
+        numbers as the same values widened to float32.
         """
         flat = values.reshape(-1)
         if self.shift is not None:
@@ -152,20 +179,24 @@ class WeightAccumulator:
         self._pass(flat_start, flat)
         mean, std, _ = self.moments()
         if self.n and abs(mean) > SHIFT_RATIO * std * (1 - 1e-3):  # may need K after all
-            shift = _exact_shift(flat)
+            shift = _exact_shift(_f32(flat))
             if shift:
                 self._reset(shift)
                 self._pass(flat_start, flat)
 
     def _start(self, flat: np.ndarray) -> bool:
         """Estimate τ from a sample; decide K now (True) when the sample says it may be needed."""
-        sample = flat[::max(1, flat.size // SAMPLE)]
-        sample = sample[np.isfinite(sample)].astype(np.float64)
-        mean = float(sample.mean()) if sample.size else 0.0
-        std = float(sample.std()) if sample.size else 0.0
+        sample = _f32(flat[::max(1, flat.size // SAMPLE)]).astype(np.float64)
+        total = float(sample.sum())
+        if not math.isfinite(total):
+            sample = sample[np.isfinite(sample)]
+            total = float(sample.sum())
+        mean = total / sample.size if sample.size else 0.0
+        dev = sample - mean
+        std = math.sqrt(float(np.dot(dev, dev)) / sample.size) if sample.size else 0.0
         self.tau = TAU_FACTOR * self.outlier_sigma * std
         if sample.size and abs(mean) > 0.5 * SHIFT_RATIO * std:
-            self.shift = _exact_shift(flat)
+            self.shift = _exact_shift(_f32(flat))
             return True
         return False
 
@@ -182,16 +213,17 @@ class WeightAccumulator:
         self._add_rows(np.array([sums], dtype=np.float64))
 
     def _pass(self, flat_start: int, flat: np.ndarray) -> None:
-        """Every sub-block of one chunk. The compiled kernel reads each value once: it sums d, d², d³,
-        d⁴ (d = x − K) in float64, finds each sub-block's min and max, and copies out the outlier
-        candidates (float32 d² > τ²); the float64 running sums take the sub-blocks in order. Only
-        sub-blocks that may hold a new top-k value, or hold a NaN/Inf, are looked at again here."""
+        """Every sub-block of one chunk. The compiled kernel reads each value once (float32, or
+        bfloat16 without widening): it sums d, d², d³, d⁴ (d = x − K) in float64, finds each
+        sub-block's min and max, and copies out the outlier candidates (float32 d² > τ²) with their
+        positions; the float64 running sums take the sub-blocks in order. The top-k comes from the
+        candidates when they decide it; otherwise, and for sub-blocks with a NaN/Inf, the sub-blocks
+        that may hold a new top value are looked at again here."""
         nb = -(-flat.size // SUB_BLOCK)
-        if self._scratch is None or self._scratch.cand.size < flat.size:
-            self._scratch = _Scratch(flat.size)
-        sums, mins, maxs, counts, cand = self._scratch.views(nb)
+        sums, mins, maxs, counts, cand, pos = _SCRATCH.views(flat.size)
         shift = np.float32(self.shift or 0.0)
-        total = block_stats(flat, shift, np.float32(self.tau * self.tau), SUB_BLOCK, sums, mins, maxs, cand, counts)
+        kernel, buf = (block_stats_bf16, flat.view(np.uint16)) if flat.dtype == BF16 else (block_stats, flat)
+        total = kernel(buf, shift, np.float32(self.tau * self.tau), SUB_BLOCK, sums, mins, maxs, cand, pos, counts)
         finite = np.isfinite(sums).all(axis=1)
         if finite.all():
             self._add_rows(sums)
@@ -199,24 +231,42 @@ class WeightAccumulator:
             self.vmin, self.vmax = min(self.vmin, float(mins.min())), max(self.vmax, float(maxs.max()))
             if total:
                 self._keep_candidates(cand[:total].copy())
+            if not self.top_k or self._top_from_candidates(flat_start, cand[:total], pos[:total]):
+                return
         else:
             ends = np.cumsum(counts).tolist()
             for b in range(nb):
-                x = flat[b * SUB_BLOCK:(b + 1) * SUB_BLOCK]
                 if finite[b]:
                     self._add_rows(sums[b:b + 1])
-                    self.n += x.size
+                    self.n += min(SUB_BLOCK, flat.size - b * SUB_BLOCK)
                     self.vmin, self.vmax = min(self.vmin, float(mins[b])), max(self.vmax, float(maxs[b]))
                     if counts[b]:
                         self._keep_candidates(cand[ends[b] - counts[b]:ends[b]].copy())
                 else:
-                    self._non_finite(flat_start + b * SUB_BLOCK, x)
+                    self._non_finite(flat_start + b * SUB_BLOCK, _f32(flat[b * SUB_BLOCK:(b + 1) * SUB_BLOCK]))
         if self.top_k:
             with np.errstate(invalid="ignore"):  # NaN sub-blocks are not looked at here: _non_finite took them
                 look = (np.maximum(maxs, -mins) > self._top_floor()) & finite
             for b in np.flatnonzero(look).tolist():
                 if max(float(maxs[b]), -float(mins[b])) > self._top_floor():
-                    self._top(flat_start + b * SUB_BLOCK, flat[b * SUB_BLOCK:(b + 1) * SUB_BLOCK])
+                    self._top(flat_start + b * SUB_BLOCK, _f32(flat[b * SUB_BLOCK:(b + 1) * SUB_BLOCK]))
+
+    def _top_from_candidates(self, flat_start: int, cand: np.ndarray, pos: np.ndarray) -> bool:
+        """Take this chunk's top-k from its outlier candidates when that is exact, and say so.
+
+        A value that is not a candidate has float32 (x − K)² ≤ τ², so |x| ≤ (|K| + τ)(1 + 1e-5) + 1e-18
+        (the margins cover float32 rounding, and squares of |d| < 1e-19 that underflow to zero). When the top-k with the candidates merged in is full
+        and its k-th |value| lies beyond that bound, no other value of the chunk can enter it (or tie).
+        """
+        if not cand.size:
+            return False
+        best = top_k_indices(cand, self.top_k)
+        vals, idx = self._merged_top(flat_start + pos[best], cand[best])
+        bound = (abs(float(np.float32(self.shift or 0.0))) + self.tau) * (1 + 1e-5) + 1e-18
+        if vals.size < self.top_k or not abs(float(vals[-1])) > bound:
+            return False
+        self.top_vals, self.top_idx = vals, idx
+        return True
 
     def _top_floor(self) -> float:
         """|k-th largest value| so far: a sub-block can add to the top-k only beyond it (-1 until k are known)."""
@@ -265,10 +315,15 @@ class WeightAccumulator:
         self._merge_top(start + idx, x[idx])
 
     def _merge_top(self, flat_idx: np.ndarray, vals: np.ndarray) -> None:
+        self.top_vals, self.top_idx = self._merged_top(flat_idx, vals)
+
+    def _merged_top(self, flat_idx: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k so far with these values (none already in it) added: largest |value| first,
+        ties to the lower flat index."""
         all_vals = np.concatenate([self.top_vals, vals.astype(np.float32)])
         all_idx = np.concatenate([self.top_idx, flat_idx.astype(np.int64)])
         order = np.lexsort((all_idx, -np.abs(all_vals)))[:self.top_k]
-        self.top_vals, self.top_idx = all_vals[order], all_idx[order]
+        return all_vals[order], all_idx[order]
 
     def _keep_candidates(self, values: np.ndarray) -> None:
         if not values.size:
@@ -287,10 +342,6 @@ class WeightAccumulator:
         self.tau = max(self.tau, float(np.partition(dist, half)[half]))
         kept = pool[dist > self.tau]
         self.candidates, self.n_candidates = [kept], kept.size
-
-    def release_scratch(self) -> None:
-        """Drop the per-chunk scratch arrays (before the accumulator travels back from a worker)."""
-        self._scratch = None
 
     # -- a tensor split across workers ------------------------------------------------------------
     def primed(self, first_chunk: np.ndarray, first_start: int = 0) -> WeightAccumulator:
@@ -351,7 +402,6 @@ class WeightAccumulator:
 
     def finish(self, recount: int | None = None) -> WeightStats:
         """The statistics; `recount` is the second-pass outlier count when `needs_recount()`."""
-        self.release_scratch()
         mean, std, kurt = self.moments()
         if recount is not None:
             outliers = recount
@@ -360,8 +410,8 @@ class WeightAccumulator:
         else:
             outliers = 0
         absmax = max(abs(self.vmin), abs(self.vmax)) if self.n else math.nan
-        top = tuple(TopValue(float(v), tuple(int(i) for i in np.unravel_index(int(j), self.shape)))
-                    for v, j in zip(self.top_vals, self.top_idx))
+        top = tuple(TopValue(v, _unravel(j, self.shape))
+                    for v, j in zip(self.top_vals.tolist(), self.top_idx.tolist()))
         return WeightStats(
             min=self.vmin if self.n else math.nan, max=self.vmax if self.n else math.nan,
             mean=mean, std=std, absmax=absmax,

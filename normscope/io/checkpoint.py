@@ -96,6 +96,11 @@ class Checkpoint(ABC):
         out[:] = self._decode(entry, raw, n_rows).reshape(-1)
         return out
 
+    def _stored_view(self, entry: TensorEntry, raw: memoryview) -> np.ndarray | None:
+        """The stored values of `raw` as they are, when `iter_chunks(stored=True)` hands them over
+        undecoded (bfloat16, which the statistics kernel reads directly); None: decode to float32."""
+        return None
+
     # -- reading ---------------------------------------------------------------------------
     def rows_per_chunk(self, entry: TensorEntry, max_elements: int = DEFAULT_CHUNK_ELEMENTS) -> int:
         return max(1, min(entry.n_rows, max_elements // max(1, entry.row_len)))
@@ -114,14 +119,15 @@ class Checkpoint(ABC):
             yield row0, self._decode(entry, self._read(entry, row0, n), n)
 
     def iter_chunks(self, entry: TensorEntry, max_elements: int = DEFAULT_CHUNK_ELEMENTS, first: int = 0,
-                    stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                    stop: int | None = None, *, stored: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (flat_start, float32 1-D values) covering the tensor in order; one pass, bounded memory.
 
         Chunks are the same as `iter_rows`' (whole rows, at most `max_elements` values) when a row
         fits; a longer row is split into pieces of at most `max_elements` values (rounded to whole
         quantization blocks). `first`/`stop` select chunks [first, stop) of `n_chunks` (a worker's
         share of one large tensor). The arrays are views of buffers this checkpoint reuses: they are
-        valid until the next read from it, so copy what you keep.
+        valid until the next read from it, so copy what you keep. With `stored`, a tensor stored as
+        bfloat16 comes as ml_dtypes bfloat16 views of the bytes read (the same values, no float32 copy).
 
         Example:
             >>> for start, values in ckpt.iter_chunks(ckpt.entries["w"]):
@@ -129,6 +135,10 @@ class Checkpoint(ABC):
         """
         for start, byte0, n in self._pieces(entry, max_elements)[first:stop]:
             raw = self._read_bytes(entry, byte0, n * entry.nbytes // max(1, entry.n_elements))
+            view = self._stored_view(entry, raw) if stored else None
+            if view is not None:
+                yield start, view
+                continue
             if self._out.size < n:
                 self._out = np.empty(n, np.float32)
             yield start, self._decode_into(entry, raw, self._out[:n])

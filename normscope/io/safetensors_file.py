@@ -126,6 +126,9 @@ class PlainDecoding:
     def _decode_into(self, entry: TensorEntry, raw: memoryview, out: np.ndarray) -> np.ndarray:
         return decode_plain_into(entry.dtype, raw, out)
 
+    def _stored_view(self, entry: TensorEntry, raw: memoryview) -> np.ndarray | None:
+        return np.frombuffer(raw, dtype=numpy_dtype(entry.dtype)) if entry.dtype == "BF16" else None
+
 
 class SafetensorsCheckpoint(PlainDecoding, Checkpoint):
     """One .safetensors file, or an HF directory with a single file or an index of shards."""

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from normscope.analysis import stats as stats_mod
+from normscope.analysis.norms import percentiles
 from normscope.analysis.stats import WeightAccumulator
 
 
@@ -113,3 +114,11 @@ def test_count_beyond_is_exact_at_the_boundary():
         limit = float(np.abs(x[np.isfinite(x)].astype(np.float64) - center)[rng.integers(0, 100)])  # on a value
         want = int(np.count_nonzero(np.abs(x.astype(np.float64) - center) > limit))
         assert stats_mod.count_beyond(x, center, limit) == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=300),
+       q=st.floats(0, 100))
+def test_norm_percentiles_are_numpys_bit_for_bit(values, q):
+    a = np.abs(np.array(values, np.float64))
+    assert percentiles(a, (q, 99, 99.9)) == [float(np.percentile(a, x)) for x in (q, 99, 99.9)]
