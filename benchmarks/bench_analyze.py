@@ -5,8 +5,10 @@
 
 MODEL defaults to the HF export of the real Gemma 3 270M (tests/real_models.py, built once and cached).
 The floor is reading every tensor to float32 with the same reader analyze uses (`Checkpoint.iter_chunks`),
-in this process; analyze is `normscope.analyze(MODEL, jobs=N)`. Each figure is the best of --repeat runs
-with the page cache warm (the first run warms it), so the floor is memory speed, not disk speed; `--cold`
+in this process, one thread, at each of several chunk sizes: the fastest of them is the floor (analyze
+itself uses the reader's default). analyze is `normscope.analyze(MODEL, jobs=N)` with the default
+executor (threads), and with worker processes for N > 1. Each figure is the best of --repeat runs with
+the page cache warm (the first run warms it), so the floor is memory speed, not disk speed; `--cold`
 also evicts the files from the page cache (posix_fadvise DONTNEED) before every run.
 Formats: one synthetic Gaussian tensor set of --values values written as BF16, F16, F32 and F8_E4M3
 safetensors and as Q8_0 and Q4_0 GGUF, plus the real Gemma Q4_K_M GGUF when the examples extra has it.
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import normscope  # noqa: E402
-from normscope.io import open_path  # noqa: E402
+from normscope.io import DEFAULT_CHUNK_ELEMENTS, open_path  # noqa: E402
 
 
 def machine() -> dict:
@@ -52,12 +54,15 @@ def evict(path: Path) -> None:
             os.close(fd)
 
 
-def read_floor(path: Path) -> int:
+FLOOR_CHUNKS = (1 << 18, 1 << 20, 1 << 22, 1 << 24)  # values per read; the fastest gives the floor
+
+
+def read_floor(path: Path, chunk: int = DEFAULT_CHUNK_ELEMENTS) -> int:
     """Read every tensor to float32 with analyze's reader; returns the number of values."""
     n = 0
     with open_path(path) as ckpt:
         for entry in ckpt.entries.values():
-            for _, values in ckpt.iter_chunks(entry):
+            for _, values in ckpt.iter_chunks(entry, chunk):
                 n += values.size
     return n
 
@@ -76,12 +81,15 @@ def best(fn, repeat: int, path: Path, cold: bool) -> float:
 
 def floor_vs_analyze(path: Path, jobs: list[int], repeat: int, cold: bool) -> dict:
     n = read_floor(path)
-    floor = best(lambda: read_floor(path), repeat, path, cold)
+    floors = {c: best(lambda c=c: read_floor(path, c), repeat, path, cold) for c in FLOOR_CHUNKS}
+    floor = min(floors.values())
     out = {"model": str(path), "values": n, "bytes": sum(f.stat().st_size for f in _files(path)),
-           "floor_s": floor, "analyze": {}}
-    for j in jobs:
-        t = best(lambda j=j: normscope.analyze(path, jobs=j), repeat, path, cold)
-        out["analyze"][j] = {"seconds": t, "ratio_to_floor": t / floor}
+           "floor_s": floor, "floor_by_chunk_s": floors, "analyze": {}}
+    runs = [(j, "thread") for j in jobs] + [(j, "process") for j in jobs if j > 1]
+    for j, executor in runs:
+        t = best(lambda j=j, e=executor: normscope.analyze(path, jobs=j, executor=e), repeat, path, cold)
+        out["analyze"][f"{j}" if executor == "thread" else f"{j} --executor {executor}"] = {
+            "seconds": t, "ratio_to_floor": t / floor}
     return out
 
 
@@ -121,8 +129,8 @@ def per_format(models: dict[str, Path], repeat: int) -> dict:
         r = floor_vs_analyze(path, [1], repeat, cold=False)
         n = r["values"]
         out[label] = {"values": n, "floor_mvalues_s": n / r["floor_s"] / 1e6,
-                      "analyze_mvalues_s": n / r["analyze"][1]["seconds"] / 1e6,
-                      "ratio_to_floor": r["analyze"][1]["ratio_to_floor"]}
+                      "analyze_mvalues_s": n / r["analyze"]["1"]["seconds"] / 1e6,
+                      "ratio_to_floor": r["analyze"]["1"]["ratio_to_floor"]}
     return out
 
 
@@ -161,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         report["floor_vs_analyze"] = r
         print(f"machine: {report['machine']}")
         print(f"model: {r['model']} ({r['values'] / 1e6:.1f} M values, {r['bytes'] / (1 << 20):.0f} MiB)")
-        print(f"read floor: {r['floor_s']:.3f} s ({r['values'] / r['floor_s'] / 1e6:.0f} M values/s)")
+        by_chunk = ", ".join(f"{c >> 10} Ki: {s:.3f}" for c, s in r["floor_by_chunk_s"].items())
+        print(f"read floor: {r['floor_s']:.3f} s ({r['values'] / r['floor_s'] / 1e6:.0f} M values/s; "
+              f"by chunk, values: seconds: {by_chunk})")
         for j, v in r["analyze"].items():
             print(f"analyze --jobs {j}: {v['seconds']:.3f} s, ratio to floor {v['ratio_to_floor']:.2f}")
         if not a.no_formats:

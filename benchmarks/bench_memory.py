@@ -117,6 +117,9 @@ def run(model: Path | None, big_gib: float, jobs: list[int], workdir: Path) -> l
     if model is not None:
         cases += [(f"{model.name} --jobs {j}", cli("analyze", str(model), "-q", "--json", os.devnull, "--jobs", str(j)))
                   for j in jobs]
+        cases += [(f"{model.name} --jobs {j} --executor process",
+                   cli("analyze", str(model), "-q", "--json", os.devnull, "--jobs", str(j), "--executor", "process"))
+                  for j in jobs if j > 1]
     if big_gib > 0:
         for row_len, label in ((4096, "rows of 4096"), (1 << 28, "rows of 1 GiB")):
             path = make_big_checkpoint(workdir / f"big-{row_len}.safetensors", big_gib, row_len)

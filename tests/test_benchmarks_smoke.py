@@ -21,7 +21,8 @@ def test_bench_analyze_runs_on_a_tiny_model(tmp_path):
     r = _run(str(BENCH / "bench_analyze.py"), "--tiny", "--json", str(out))
     assert "ratio to floor" in r.stdout and "Q4_0 GGUF" in r.stdout
     report = json.loads(out.read_text())
-    assert set(report["floor_vs_analyze"]["analyze"]) == {"1", "2"}
+    assert set(report["floor_vs_analyze"]["analyze"]) == {"1", "2", "2 --executor process"}
+    assert len(report["floor_vs_analyze"]["floor_by_chunk_s"]) == 4
     assert set(report["formats"]) == {"BF16", "F16", "F32", "F8_E4M3", "Q8_0 GGUF", "Q4_0 GGUF"}
 
 
@@ -33,5 +34,5 @@ def test_bench_memory_runs_on_a_tiny_model(tmp_path):
     out = tmp_path / "memory.json"
     r = _run(str(BENCH / "bench_memory.py"), str(model), "--big-gib", "0.01", "--json", str(out))
     cases = json.loads(out.read_text())
-    assert [c["returncode"] for c in cases] == [0, 0, 0, 0] and "largest process" in r.stdout
+    assert [c["returncode"] for c in cases] == [0] * 5 and "largest process" in r.stdout  # jobs 1, 2, 2 process, 2 big
     assert all(c["max_process_mib"] > 0 for c in cases)

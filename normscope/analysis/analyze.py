@@ -25,7 +25,7 @@ def analyze(source: str | Path | None = None, *, arch: str | None = None,
             explain_above: float = 100.0, include: Sequence[str] = (), exclude: Sequence[str] = (),
             chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, progress: ProgressFn | None = None,
             token: str | None = None, cache_dir: Path | None = None, jobs: int | None = 1,
-            executor: str = "process") -> AnalyzeResult:
+            executor: str = "thread") -> AnalyzeResult:
     """Profile every tensor of a checkpoint.
 
     Args:
@@ -38,10 +38,12 @@ def analyze(source: str | Path | None = None, *, arch: str | None = None,
         include, exclude: glob patterns on tensor names (HF or file names) to restrict the work.
         chunk_elements: largest block of values read at once (bounds memory).
         progress: called as progress(description, bytes_done, bytes_total).
-        jobs: worker processes (1: this process; None or 0: the cores available). Results are the
-            same whatever the number; a script using jobs > 1 needs the `if __name__ == "__main__":`
-            guard, as with multiprocessing.
-        executor: "process" or "ray" (the `ray` extra; see `analysis.parallel.map_tensors`).
+        jobs: workers (1: none, this thread; None or 0: the cores available). Results are the same
+            whatever the number.
+        executor: "thread" (threads of this process: the reads and the statistics kernel run outside
+            the GIL), "process" (worker processes; a script using them needs the
+            `if __name__ == "__main__":` guard, as with multiprocessing) or "ray" (the `ray` extra);
+            see `analysis.parallel.map_tensors`.
 
     Returns:
         AnalyzeResult; `.to_dict()` is the JSON document (schema `normscope.analyze`).
@@ -64,7 +66,7 @@ def analyze(source: str | Path | None = None, *, arch: str | None = None,
 def analyze_model(model: Model, *, top_k: int = 8, outlier_sigma: float = 6.0, explain_above: float = 100.0,
                   include: Sequence[str] = (), exclude: Sequence[str] = (),
                   chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, progress: ProgressFn | None = None,
-                  jobs: int | None = 1, executor: str = "process", opener: ModelOpener | None = None
+                  jobs: int | None = 1, executor: str = "thread", opener: ModelOpener | None = None
                   ) -> AnalyzeResult:
     """`analyze` on an already open model (`opener`: how workers open it; default: as it was opened)."""
     selected = [t for t in model.tensors if _selected(t, include, exclude)]

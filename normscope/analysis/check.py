@@ -149,7 +149,7 @@ def _message(rule, value: float, limit: Any) -> str:
 def check(source: str | Path | None = None, *, baseline: str | Path | dict | None = None,
           config_file: str | Path | None = None, use_pyproject: bool = True, cwd: Path | None = None,
           arch: str | None = None, norm_convention: str | None = None, progress: ProgressFn | None = None,
-          jobs: int | None = 1, executor: str = "process", **rules: Any) -> CheckResult:
+          jobs: int | None = 1, executor: str = "thread", **rules: Any) -> CheckResult:
     """Check a checkpoint against rules.
 
     Args:
@@ -157,8 +157,8 @@ def check(source: str | Path | None = None, *, baseline: str | Path | dict | Non
         baseline: an earlier analyze/check JSON (path or dict) for the drift rules.
         config_file: TOML with rule settings (overrides pyproject.toml).
         use_pyproject: read `[tool.normscope.check]` from the nearest pyproject.toml (from `cwd`).
-        jobs, executor: worker processes (1: this process; None or 0: the cores available) and
-            "process" or "ray", for the analysis (see `analyze`); results do not depend on them.
+        jobs, executor: workers (1: none; None or 0: the cores available) and "thread", "process" or
+            "ray", for the analysis (see `analyze`); results do not depend on them.
         **rules: thresholds by rule name, e.g. `max_effective_gamma=100`; these override every file.
 
     Returns:

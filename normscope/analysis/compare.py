@@ -49,7 +49,7 @@ def compare(sources: Sequence[str | Path], *, labels: Sequence[str] | None = Non
             adapters: dict[int, str | Path] | None = None, arch: str | None = None,
             include: Sequence[str] = (), exclude: Sequence[str] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
             progress: ProgressFn | None = None, token: str | None = None, jobs: int | None = 1,
-            executor: str = "process") -> CompareResult:
+            executor: str = "thread") -> CompareResult:
     """Compare checkpoints: each variant against the first, tensor by tensor, and all by depth.
 
     Args:
@@ -60,7 +60,7 @@ def compare(sources: Sequence[str | Path], *, labels: Sequence[str] | None = Non
         include, exclude: globs on tensor names.
         chunk_elements: largest block of values read at once per model (bounds memory).
         progress: called as progress(description, bytes done, bytes total).
-        jobs, executor: worker processes and executor for analysing each model (as for `analyze`); the
+        jobs, executor: workers and executor for analysing each model (as for `analyze`); the
             tensor-by-tensor differences stream the two models together in this process.
 
     Returns:
@@ -121,7 +121,7 @@ def _unreadable(failed: Sequence[FailedVariant]) -> NormscopeError:
 def compare_models(models: Sequence[Model], labels: Sequence[str], *, include: Sequence[str] = (),
                    exclude: Sequence[str] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
                    progress: ProgressFn | None = None, adapters: dict[str, str] | None = None, jobs: int | None = 1,
-                   executor: str = "process", failed: Sequence[FailedVariant] = ()) -> CompareResult:
+                   executor: str = "thread", failed: Sequence[FailedVariant] = ()) -> CompareResult:
     """`compare` on open models. A variant (not the base) that fails to read is left out and listed in
     `failed`; the others are still compared."""
     adapters = adapters or {}

@@ -61,7 +61,7 @@ def recipe(source: str | Path | None = None, *, budget_bpw: float | None = None,
            arch: str | None = None, norm_convention: NormConvention | str | None = None,
            chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, progress: ProgressFn | None = None,
            token: str | None = None, cache_dir: Path | None = None, jobs: int | None = 1,
-           executor: str = "process") -> RecipeResult:
+           executor: str = "thread") -> RecipeResult:
     """Choose a ggml type per tensor that minimises the norm-aware error under a size budget.
 
     Args:
@@ -74,7 +74,7 @@ def recipe(source: str | Path | None = None, *, budget_bpw: float | None = None,
         sensitivity: a `forward(..., sensitivity=True)` result, its JSON document or a path to it: the
             objective becomes each group's measured KL, spread over its tensors by their error.
         keep_bpw: Linear tensors at this many bits or more go to the llm-compressor / quanto lists.
-        jobs, executor: worker processes and executor for the measurements, as for `simulate`.
+        jobs, executor: workers and executor for the measurements, as for `simulate`.
 
     Returns:
         RecipeResult: the choice per tensor, the recipe's and each compared plan's size and error, the
@@ -98,7 +98,7 @@ def recipe_model(model: Model, *, budget_bpw: float | None = None, budget_bytes:
                  types: Sequence[str] = DEFAULT_TYPES, reference: str = "Q4_K_M",
                  compare: Sequence[str] = ("Q4_K_M", "Q5_K_M"), sensitivity: Any = None, keep_bpw: float = KEEP_BPW,
                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, progress: ProgressFn | None = None,
-                 jobs: int | None = 1, executor: str = "process", opener: ModelOpener | None = None) -> RecipeResult:
+                 jobs: int | None = 1, executor: str = "thread", opener: ModelOpener | None = None) -> RecipeResult:
     """`recipe` on an already open model (jobs/executor/opener as for `simulate_model`)."""
     if (budget_bpw is None) == (budget_bytes is None):
         raise ConfigError("give exactly one budget: --budget-bpw (bits per weight) or --budget-bytes")

@@ -107,7 +107,7 @@ def simulate(source: str | Path | None = None, *, schemes: str | Sequence[str] =
              include: Sequence[str] = (), exclude: Sequence[str] = (), include_lm_head: bool = False,
              tensor_types: Sequence[tuple[str, str]] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
              progress: ProgressFn | None = None, token: str | None = None, cache_dir: Path | None = None,
-             jobs: int | None = 1, executor: str = "process") -> SimulateResult:
+             jobs: int | None = 1, executor: str = "thread") -> SimulateResult:
     """Simulate quantization schemes on every tensor of a checkpoint.
 
     Args:
@@ -119,7 +119,7 @@ def simulate(source: str | Path | None = None, *, schemes: str | Sequence[str] =
         tensor_types: (regex, ggml type) pairs for GGUF schemes, as llama-quantize's `--tensor-type`.
         chunk_elements: largest block of values read at once (bounds memory).
         progress: called as progress(tensor name, bytes done, bytes total).
-        jobs, executor: worker processes (1: this process; None or 0: the cores available) and "process" or
+        jobs, executor: workers (1: none; None or 0: the cores available) and "thread", "process" or
             "ray", as for `analyze`; the result does not depend on them.
 
     Returns:
@@ -167,7 +167,7 @@ def plan_model(model: Model, scheme: str, tensors: Sequence[TensorInfo] | None =
 def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[str] = (),
                    exclude: Sequence[str] = (), include_lm_head: bool = False,
                    tensor_types: Sequence[tuple[str, str]] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                   progress: ProgressFn | None = None, jobs: int | None = 1, executor: str = "process",
+                   progress: ProgressFn | None = None, jobs: int | None = 1, executor: str = "thread",
                    opener: ModelOpener | None = None) -> SimulateResult:
     """`simulate` on an already open model (`opener`: how workers open it; default: as it was opened)."""
     schemes = parse_schemes(schemes)

@@ -25,10 +25,11 @@ HtmlOpt = typer.Option(None, "--html", help="Write a self-contained HTML report 
 ArchOpt = typer.Option(None, "--arch", help="Architecture to assume instead of detecting it (e.g. gemma3, llama).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No terminal summary; only the files asked for.")
 TopOpt = typer.Option(10, "--top", min=1, help="Rows per table in the terminal and Markdown summaries.")
-JobsOpt = typer.Option(None, "--jobs", "-j", min=0, help="Worker processes (1: none; default and 0: the cores "
+JobsOpt = typer.Option(None, "--jobs", "-j", min=0, help="Workers (1: none; default and 0: the cores "
                        "available). Results are the same whatever the number.")
-ExecutorOpt = typer.Option("process", "--executor", help="Run the per-tensor work in local processes, or as "
-                           "tasks on Ray (extra `ray`; the cluster at --ray-address or RAY_ADDRESS, else a local one).")
+ExecutorOpt = typer.Option("thread", "--executor", help="Run the per-tensor work in threads of this process, in "
+                           "worker processes, or as tasks on Ray (extra `ray`; the cluster at --ray-address or "
+                           "RAY_ADDRESS, else a local one).")
 RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDR", help="Ray cluster to connect to with "
                              "--executor ray (e.g. ray://head:10001); default: RAY_ADDRESS, else a local Ray.")
 

@@ -1,5 +1,6 @@
-"""map_tensors: results in input order and identical whatever the workers; groups by shard and bytes;
-errors and progress come back; `--jobs` and `--executor ray` give the JSON of `--jobs 1`."""
+"""map_tensors: results in input order and identical whatever the workers (threads, processes, Ray);
+groups by shard and bytes; errors and progress come back; `--jobs` and every `--executor` give the
+JSON of `--jobs 1`."""
 
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ from normscope.cli import main
 from normscope.errors import CheckpointError, ConfigError, MissingExtraError, UnknownNameError
 
 
+EXECUTORS = ("thread", "process")  # the local ones; Ray has its own tests below
+
+
 def checksum(model, info, scale=1.0):
-    """A picklable work function: a float64 sum of the tensor, and which process computed it."""
+    """A picklable work function: a float64 sum of the tensor, and which process and thread computed it."""
     import os
+    import threading
 
     total = sum(float(v.sum(dtype=np.float64)) for _, v in model.iter_values(info, 1000))
-    return info.name, total * scale, os.getpid()
+    return info.name, total * scale, (os.getpid(), threading.current_thread().name)
 
 
 def fail_on_embedding(model, info):
@@ -45,21 +50,27 @@ def always_parallel(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)  # tiny models too go to the workers
 
 
-def test_results_in_input_order_and_identical_whatever_the_jobs(sharded, always_parallel):
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_results_in_input_order_and_identical_whatever_the_jobs(sharded, always_parallel, executor):
     with open_model(sharded) as model:
         infos = list(reversed(model.tensors))
         work = functools.partial(checksum, scale=2.0)
-        one = map_tensors(ModelOpener.of(model), model, infos, work, jobs=1)
-        two = map_tensors(ModelOpener.of(model), model, infos, work, jobs=2)
+        one = map_tensors(ModelOpener.of(model), model, infos, work, jobs=1, executor=executor)
+        two = map_tensors(ModelOpener.of(model), model, infos, work, jobs=2, executor=executor)
     assert [r[:2] for r in one] == [r[:2] for r in two]
     assert [r[0] for r in two] == [t.name for t in infos]
     assert len({r[2] for r in two}) == 2 and not {r[2] for r in one} & {r[2] for r in two}  # really elsewhere
+    pids = {pid for _, _, (pid, _) in two}
+    if executor == "thread":  # two threads of this process, each with its own open model
+        assert pids == {one[0][2][0]} and all(name.startswith("normscope") for _, _, (_, name) in two)
+    else:
+        assert len(pids) == 2
 
 
 def test_analyze_json_is_identical_for_jobs_1_2_and_0(sharded, always_parallel):
     docs = []
-    for jobs in (1, 2, 0, None):
-        d = analyze(sharded, jobs=jobs, chunk_elements=300).to_dict()
+    for jobs, executor in ((1, "thread"), (2, "thread"), (0, "thread"), (None, "thread"), (2, "process")):
+        d = analyze(sharded, jobs=jobs, chunk_elements=300, executor=executor).to_dict()
         docs.append(json.dumps(d, sort_keys=True))
     assert len(set(docs)) == 1
 
@@ -79,21 +90,23 @@ def test_groups_stay_in_one_shard_and_balance_bytes(sharded):
         assert all(s <= target or len(g) == 1 for s, g in zip(sizes, groups))
 
 
-def test_progress_reaches_the_total(sharded, always_parallel):
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_progress_reaches_the_total(sharded, always_parallel, executor):
     with open_model(sharded) as model:
         total = sum(t.nbytes for t in model.tensors)
         for jobs in (1, 2):
             seen = []
-            map_tensors(ModelOpener.of(model), model, model.tensors, checksum, jobs=jobs,
+            map_tensors(ModelOpener.of(model), model, model.tensors, checksum, jobs=jobs, executor=executor,
                         progress=lambda name, done, tot: seen.append((done, tot)))
             dones = [d for d, _ in seen]
             assert dones == sorted(dones) and seen[-1] == (total, total) and {t for _, t in seen} == {total}
 
 
-def test_worker_errors_come_back_as_themselves(sharded, always_parallel):
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_worker_errors_come_back_as_themselves(sharded, always_parallel, executor):
     with open_model(sharded) as model:
         with pytest.raises(CheckpointError, match="model.embed_tokens.weight: refused on purpose"):
-            map_tensors(ModelOpener.of(model), model, model.tensors, fail_on_embedding, jobs=2)
+            map_tensors(ModelOpener.of(model), model, model.tensors, fail_on_embedding, jobs=2, executor=executor)
 
 
 def test_opener_is_picklable_and_carries_the_overrides(sharded):
@@ -110,7 +123,7 @@ def test_jobs_and_executor_are_checked(sharded):
     with pytest.raises(ConfigError, match="jobs=-1"):
         resolve_jobs(-1)
     with open_model(sharded) as model:
-        with pytest.raises(UnknownNameError, match="unknown executor 'dask'; valid: process, ray"):
+        with pytest.raises(UnknownNameError, match="unknown executor 'dask'; valid: process, ray, thread"):
             map_tensors(ModelOpener.of(model), model, model.tensors, checksum, executor="dask")
 
 
@@ -153,8 +166,9 @@ def local_ray():
 def test_gemma_jobs_and_ray_give_the_same_json(gemma_hf, tmp_path, capsys, local_ray):
     one = _cli_json([str(gemma_hf), "--jobs", "1"], tmp_path, capsys, "one.json")
     two = _cli_json([str(gemma_hf), "--jobs", "2"], tmp_path, capsys, "two.json")
+    procs = _cli_json([str(gemma_hf), "--jobs", "2", "--executor", "process"], tmp_path, capsys, "procs.json")
     ray = _cli_json([str(gemma_hf), "--executor", "ray"], tmp_path, capsys, "ray.json")
-    assert one == two == ray
+    assert one == two == procs == ray
     assert json.loads(one)["summary"]["n_tensors"] == 236
 
 
@@ -182,8 +196,9 @@ def test_a_tensor_split_across_workers_gives_the_numbers_of_one(tmp_path, always
     assert sum(isinstance(i, TensorPart) for i in items) == 6  # each tensor in two parts
     for sigma in (6.0, 2.0):
         one = analyze(model_dir, jobs=1, chunk_elements=640, outlier_sigma=sigma).to_dict()
-        two = analyze(model_dir, jobs=2, chunk_elements=640, outlier_sigma=sigma).to_dict()
-        assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+        for executor in EXECUTORS:
+            two = analyze(model_dir, jobs=2, chunk_elements=640, outlier_sigma=sigma, executor=executor).to_dict()
+            assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
     w = {t["name"]: t["weight"] for t in one["tensors"]}
     assert w["model.layers.0.mlp.down_proj.weight"]["nan_count"] == 1
     assert w["model.layers.0.mlp.down_proj.weight"]["inf_count"] == 2
