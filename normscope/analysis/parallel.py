@@ -282,16 +282,21 @@ THREAD_SWITCH_INTERVAL = 0.001  # seconds; Python's 5 ms default makes a thread 
 def _map_threads(opener: ModelOpener, model: Model, infos: list[TensorInfo], groups: list[list[int]],
                  work: Callable[[Model, TensorInfo], R], n: int, progress: ProgressFn | None) -> list[R]:
     """Groups on `n` threads of this process, each with its own open model (its own file handles and
-    read buffers). The reads and the statistics kernel release the GIL; the Python around them does not."""
+    read buffers): the first thread takes the caller's, which waits here unused, the others open one.
+    The reads and the statistics kernel release the GIL; the Python around them does not."""
     local = threading.local()
+    spare: list[Model] = [model]
     opened: list[Model] = []
     lock = threading.Lock()
 
     def run(group: list[int]) -> list[R]:
         if not hasattr(local, "model"):
-            local.model = _open_for_worker(opener, model.source.path)
             with lock:
-                opened.append(local.model)
+                local.model = spare.pop() if spare else None
+            if local.model is None:
+                local.model = _open_for_worker(opener, model.source.path)
+                with lock:
+                    opened.append(local.model)
         return [work(local.model, infos[i]) for i in group]
 
     results: list[Any] = [None] * len(infos)
