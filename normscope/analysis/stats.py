@@ -224,8 +224,12 @@ class WeightAccumulator:
         shift = np.float32(self.shift or 0.0)
         kernel, buf = (block_stats_bf16, flat.view(np.uint16)) if flat.dtype == BF16 else (block_stats, flat)
         total = kernel(buf, shift, np.float32(self.tau * self.tau), SUB_BLOCK, sums, mins, maxs, cand, pos, counts)
-        finite = np.isfinite(sums).all(axis=1)
-        if finite.all():
+        # a NaN or an Inf makes its sub-block's sums, and so their total, non-finite; finite sums are
+        # far below float64's range (|d| < 3.4e38, d⁴ < 1.4e154), so their total cannot overflow
+        with np.errstate(invalid="ignore"):  # inf + -inf
+            all_finite = math.isfinite(float(sums.sum()))
+        finite = True if all_finite else np.isfinite(sums).all(axis=1)
+        if all_finite:
             self._add_rows(sums)
             self.n += flat.size
             self.vmin, self.vmax = min(self.vmin, float(mins.min())), max(self.vmax, float(maxs.max()))
@@ -255,14 +259,22 @@ class WeightAccumulator:
         """Take this chunk's top-k from its outlier candidates when that is exact, and say so.
 
         A value that is not a candidate has float32 (x − K)² ≤ τ², so |x| ≤ (|K| + τ)(1 + 1e-5) + 1e-18
-        (the margins cover float32 rounding, and squares of |d| < 1e-19 that underflow to zero). When the top-k with the candidates merged in is full
-        and its k-th |value| lies beyond that bound, no other value of the chunk can enter it (or tie).
+        (the margins cover float32 rounding, and squares of |d| < 1e-19 that underflow to zero). When
+        the top-k with the candidates merged in is full and its k-th |value| lies beyond that bound, no
+        other value of the chunk can enter it (or tie). Once the top-k so far is beyond the bound, only
+        the candidates that reach its k-th |value| are looked at.
         """
+        bound = (abs(float(np.float32(self.shift or 0.0))) + self.tau) * (1 + 1e-5) + 1e-18
+        floor = self._top_floor()
+        if floor > bound:
+            hits = np.flatnonzero(np.abs(cand) >= floor) if cand.size else ()
+            if len(hits):
+                self.top_vals, self.top_idx = self._merged_top(flat_start + pos[hits], cand[hits])
+            return True
         if not cand.size:
             return False
         best = top_k_indices(cand, self.top_k)
         vals, idx = self._merged_top(flat_start + pos[best], cand[best])
-        bound = (abs(float(np.float32(self.shift or 0.0))) + self.tau) * (1 + 1e-5) + 1e-18
         if vals.size < self.top_k or not abs(float(vals[-1])) > bound:
             return False
         self.top_vals, self.top_idx = vals, idx

@@ -122,3 +122,21 @@ def test_count_beyond_is_exact_at_the_boundary():
 def test_norm_percentiles_are_numpys_bit_for_bit(values, q):
     a = np.abs(np.array(values, np.float64))
     assert percentiles(a, (q, 99, 99.9)) == [float(np.percentile(a, x)) for x in (q, 99, 99.9)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.integers(1, 30), cols=st.integers(1, 300), chunk=st.integers(1, 40), seed=st.integers(0, 2**31),
+       levels=st.integers(2, 9), shift=st.sampled_from([0.0, 3.0]))
+def test_bfloat16_chunks_give_the_float32_numbers_and_ties_go_to_the_lower_index(rows, cols, chunk, seed, levels,
+                                                                                   shift):
+    """Stored bfloat16 (read without widening) gives exactly the report of its float32 widening, and
+    the top-k (from the kernel's candidates) is numpy's, ties to the lower index: few distinct values,
+    so many ties at the k-th."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-levels, levels + 1, (rows, cols)) * 0.37 + shift).astype(ml_dtypes.bfloat16)
+    x[rng.random((rows, cols)) < 0.01] = 40.0  # a few outliers, all equal
+    wide = x.astype(np.float32)
+    assert run(x, chunk, k=6) == run(wide, chunk, k=6)
+    check(wide, chunk, k=6)
