@@ -13,7 +13,7 @@ from ..results import (AnalyzeResult, ModelSummary, NormConvention, ProgressFn, 
 from .explain import explain
 from .model import Model, open_model
 from .norms import norm_stats
-from .parallel import GROUPS_PER_JOB, ModelOpener, map_tensors, planned_workers
+from .parallel import ModelOpener, map_tensors, planned_workers
 from .parts import TensorPart, analyze_part, is_norm_read, merge_parts, report_fields, split_large
 from .stats import WeightAccumulator, count_beyond
 
@@ -71,7 +71,7 @@ def analyze_model(model: Model, *, top_k: int = 8, outlier_sigma: float = 6.0, e
     """`analyze` on an already open model (`opener`: how workers open it; default: as it was opened)."""
     selected = [t for t in model.tensors if _selected(t, include, exclude)]
     # with several workers, a tensor above its share is analysed in parts (the same numbers, see parts.py)
-    items = split_large(model, selected, planned_workers(selected, jobs, executor), GROUPS_PER_JOB, chunk_elements)
+    items = split_large(model, selected, planned_workers(selected, jobs, executor), chunk_elements)
     work = partial(analyze_item, top_k=top_k, outlier_sigma=outlier_sigma, chunk_elements=chunk_elements)
     results = map_tensors(opener or ModelOpener.of(model), model, items, work, jobs=jobs, executor=executor,
                           progress=progress)

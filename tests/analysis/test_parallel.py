@@ -180,8 +180,11 @@ def test_work_runs_as_ray_tasks(sharded, local_ray):
     assert got == want
 
 
-def test_a_tensor_split_across_workers_gives_the_numbers_of_one(tmp_path, always_parallel):
+def test_a_tensor_split_across_workers_gives_the_numbers_of_one(tmp_path, always_parallel, monkeypatch):
+    from normscope.analysis import parts
     from normscope.analysis.parts import TensorPart, split_large
+
+    monkeypatch.setattr(parts, "BALANCE", 0.0)  # cut every tensor that has chunks to spare
 
     rng = np.random.default_rng(3)
     heavy = rng.standard_t(2.5, (600, 64)).astype(np.float32)
@@ -192,7 +195,7 @@ def test_a_tensor_split_across_workers_gives_the_numbers_of_one(tmp_path, always
                "model.layers.0.mlp.gate_proj.weight": drifting}
     model_dir = write_model(tmp_path / "m", tensors, dict(GEMMA_CONFIG, num_hidden_layers=1), "F32")
     with open_model(model_dir) as model:
-        items = split_large(model, list(model.tensors), 2, parallel.GROUPS_PER_JOB, 640)
+        items = split_large(model, list(model.tensors), 2, 640)
     assert sum(isinstance(i, TensorPart) for i in items) == 6  # each tensor in two parts
     for sigma in (6.0, 2.0):
         one = analyze(model_dir, jobs=1, chunk_elements=640, outlier_sigma=sigma).to_dict()
@@ -202,3 +205,27 @@ def test_a_tensor_split_across_workers_gives_the_numbers_of_one(tmp_path, always
     w = {t["name"]: t["weight"] for t in one["tensors"]}
     assert w["model.layers.0.mlp.down_proj.weight"]["nan_count"] == 1
     assert w["model.layers.0.mlp.down_proj.weight"]["inf_count"] == 2
+
+
+def test_tensors_are_cut_only_when_the_work_cannot_balance_without(tmp_path):
+    """One tensor three times the rest together is cut; a tensor next to as much other work is not (its
+    worker does it while the other does the rest); every part is a range of chunks, in order."""
+    from normscope.analysis.parts import TENSOR_COST_BYTES, TensorPart, split_large
+
+    rng = np.random.default_rng(0)
+    small = {f"model.layers.{i}.mlp.up_proj.weight": rng.normal(0, 0.02, (64, 64)).astype(np.float32)
+             for i in range(4)}
+    mib = TENSOR_COST_BYTES // 1024  # rows of 256 float32 in one tensor's fixed cost
+    # 48 MiB against four small tensors (~4 units of work): cut in two; 3 MiB (4 units with its own): not cut
+    for rows, want in ((48 * mib, 2), (3 * mib, 1)):
+        tensors = {**small, "model.embed_tokens.weight": rng.normal(0, 0.02, (rows, 256)).astype(np.float32)}
+        d = write_model(tmp_path / f"m{rows}", tensors, dict(GEMMA_CONFIG, num_hidden_layers=4), "F32")
+        with open_model(d) as model:
+            items = split_large(model, list(model.tensors), 2, 256 * 64)
+            embed = next(t for t in model.tensors if t.name == "model.embed_tokens.weight")
+            n_chunks = model.n_chunks(embed, 256 * 64)
+        cut = [i for i in items if isinstance(i, TensorPart)]
+        assert len(cut) == (want if want > 1 else 0)
+        if cut:
+            assert [(p.first, p.stop) for p in cut] == [(0, n_chunks // 2), (n_chunks // 2, n_chunks)]
+        assert len(items) == len(tensors) - 1 + max(want, 1)
