@@ -13,10 +13,11 @@ Speed: the shift K is decided without an extra pass over the data in the common 
 sample of the first chunk estimates mean and σ (for τ); when the sample says the mean is small,
 the first chunk is summed with K = 0 and the decision is confirmed from those sums; only a tensor
 whose mean may reach 0.1 σ gets the exact float64 mean of its first chunk (and, when K ≠ 0 after
-all, a second pass over that chunk). Each chunk goes through the compiled kernel
-(`normscope._kernels.block_stats`) in one read: per sub-block the float64 sums, min, max and the
-outlier candidates; only sub-blocks that may hold a new top-k value, or hold a NaN/Inf, are looked at
-again in numpy.
+all, a second pass over that chunk). Each chunk, float32 or bfloat16 as stored, goes through the
+compiled kernel (`normscope._kernels`) in one read: per sub-block the float64 sums, min, max and the
+outlier candidates with their positions. The top-k comes from the candidates whenever they decide it
+(every value that is not a candidate lies below the k-th); otherwise, and in sub-blocks holding a
+NaN/Inf, the sub-blocks that may hold a new top value are looked at again in numpy.
 """
 
 from __future__ import annotations
