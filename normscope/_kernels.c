@@ -315,11 +315,19 @@ static int path_runs(int j) {
 
 /* ---- Python ---------------------------------------------------------------------------------------- */
 
-static int writable(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t need, Py_ssize_t itemsize) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+/* A writable C-contiguous buffer of at least `need` items of one of the struct codes in `codes`
+ * (native byte order), each `itemsize` bytes: "d" float64, "f" float32, "lq" int64. */
+static int writable(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t need, const char *codes,
+                    Py_ssize_t itemsize) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
         return -1;
-    if (view->itemsize != itemsize || view->len < need * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: need %zd writable items of %zd bytes", what, need, itemsize);
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=')
+        f++;
+    int ok = f[0] && !f[1] && strchr(codes, f[0]) && view->itemsize == itemsize;
+    if (!ok || view->len < need * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: need %zd writable items of %s", what, need,
+                     itemsize == 8 ? (codes[0] == 'd' ? "float64" : "int64") : "float32");
         PyBuffer_Release(view);
         return -1;
     }
@@ -351,8 +359,9 @@ static PyObject *run(PyObject *args, int bf16) {
     PyObject *outs[6] = {sums_obj, mins_obj, maxs_obj, cand_obj, pos_obj, counts_obj};
     const char *names[6] = {"sums", "mins", "maxs", "cand", "positions", "counts"};
     Py_ssize_t need[6] = {4 * nb, nb, nb, n, n, nb}, sizes[6] = {8, 4, 4, 4, 8, 8};
+    const char *codes[6] = {"d", "f", "f", "f", "lq", "lq"};
     for (int j = 0; j < 6; j++, got++) {
-        if (writable(outs[j], &bufs[1 + j], names[j], need[j], sizes[j]) < 0)
+        if (writable(outs[j], &bufs[1 + j], names[j], need[j], codes[j], sizes[j]) < 0)
             goto done;
     }
     int64_t total = 0;

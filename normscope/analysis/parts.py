@@ -17,7 +17,7 @@ from ..results import TensorInfo, TensorReport
 from .model import Model
 from .stats import WeightAccumulator, count_beyond
 
-__all__ = ["TensorPart", "split_large", "analyze_part", "merge_parts", "report_fields", "is_norm_read"]
+__all__ = ["TensorPart", "split_large", "cut", "analyze_part", "merge_parts", "report_fields", "is_norm_read"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,8 @@ def split_large(model: Model, infos: Sequence[TensorInfo], workers: int, chunk_e
 
     A tensor costs its bytes plus TENSOR_COST_BYTES (a part costs its share plus that). While handing
     out the pieces largest first would finish more than BALANCE times after an even share, the
-    tensor with the largest piece that has chunks to spare is cut once more.
+    tensor with the largest piece that has chunks to spare is cut once more, as long as that makes
+    the finish earlier (when a piece that cannot be cut sets it, a cut would only add work).
     """
     if workers <= 1:
         return list(infos)
@@ -73,7 +74,11 @@ def split_large(model: Model, infos: Sequence[TensorInfo], workers: int, chunk_e
     def piece(i: int) -> float:
         return infos[i].nbytes / parts[i] + TENSOR_COST_BYTES
 
-    while _makespan([piece(i) for i in range(len(infos)) for _ in range(parts[i])], workers) > BALANCE * even:
+    def makespan() -> float:
+        return _makespan([piece(i) for i in range(len(infos)) for _ in range(parts[i])], workers)
+
+    finish = makespan()
+    while finish > BALANCE * even:
         for i in sorted(range(len(infos)), key=piece, reverse=True):
             if i not in chunks:
                 chunks[i] = 0 if is_norm_read(infos[i]) else (model.n_chunks(infos[i], chunk_elements) or 0)
@@ -82,19 +87,25 @@ def split_large(model: Model, infos: Sequence[TensorInfo], workers: int, chunk_e
                 break
         else:
             break  # nothing left to cut
+        after = makespan()
+        if after >= finish:  # the finish is set by a piece that cannot be cut: a cut only adds work
+            parts[i] -= 1
+            break
+        finish = after
     out: list[TensorInfo] = []
     for i, info in enumerate(infos):
-        p = parts[i]
-        if p == 1:
-            out.append(info)
-            continue
-        n = chunks[i]
-        cuts = [n * k // p for k in range(p + 1)]
-        fields = {f.name: getattr(info, f.name) for f in dataclasses.fields(TensorInfo)}
-        for k in range(p):
-            share = info.nbytes * (cuts[k + 1] - cuts[k]) // n
-            out.append(TensorPart(**{**fields, "nbytes": share}, first=cuts[k], stop=cuts[k + 1], parts=p))
+        out += cut(info, parts[i], chunks.get(i, 1))
     return out
+
+
+def cut(info: TensorInfo, parts: int, n_chunks: int) -> list[TensorInfo]:
+    """`info` as `parts` consecutive ranges of its `n_chunks` chunks (itself when parts is 1)."""
+    if parts <= 1:
+        return [info]
+    cuts = [n_chunks * k // parts for k in range(parts + 1)]
+    fields = {f.name: getattr(info, f.name) for f in dataclasses.fields(TensorInfo)}
+    return [TensorPart(**{**fields, "nbytes": info.nbytes * (cuts[k + 1] - cuts[k]) // n_chunks},
+                       first=cuts[k], stop=cuts[k + 1], parts=parts) for k in range(parts)]
 
 
 def analyze_part(model: Model, part: TensorPart, *, top_k: int, outlier_sigma: float,

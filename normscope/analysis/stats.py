@@ -82,7 +82,7 @@ def _exact_shift(flat: np.ndarray) -> float:
     ss = 0.0
     for i in range(0, finite.size, SUB_BLOCK):
         d = finite[i:i + SUB_BLOCK].astype(np.float64) - mean
-        ss += float(np.dot(d, d))
+        ss += float((d * d).sum())  # numpy's pairwise sum: the same on every machine, unlike BLAS
     std = math.sqrt(ss / finite.size)
     # float32, because the shift is applied in float32 and `moments` must add back the same value
     return float(np.float32(mean)) if abs(mean) > SHIFT_RATIO * std else 0.0
@@ -194,7 +194,7 @@ class WeightAccumulator:
             total = float(sample.sum())
         mean = total / sample.size if sample.size else 0.0
         dev = sample - mean
-        std = math.sqrt(float(np.dot(dev, dev)) / sample.size) if sample.size else 0.0
+        std = math.sqrt(float((dev * dev).sum()) / sample.size) if sample.size else 0.0
         self.tau = TAU_FACTOR * self.outlier_sigma * std
         if sample.size and abs(mean) > 0.5 * SHIFT_RATIO * std:
             self.shift = _exact_shift(_f32(flat))
@@ -224,7 +224,7 @@ class WeightAccumulator:
         sums, mins, maxs, counts, cand, pos = _SCRATCH.views(flat.size)
         shift = np.float32(self.shift or 0.0)
         kernel, buf = (block_stats_bf16, flat.view(np.uint16)) if flat.dtype == BF16 else (block_stats, flat)
-        total = kernel(buf, shift, np.float32(self.tau * self.tau), SUB_BLOCK, sums, mins, maxs, cand, pos, counts)
+        total = kernel(buf, shift, self._tau2(), SUB_BLOCK, sums, mins, maxs, cand, pos, counts)
         # a NaN or an Inf makes its sub-block's sums, and so their total, non-finite; finite sums are
         # far below float64's range (|d| < 3.4e38, d⁴ < 1.4e154), so their total cannot overflow
         with np.errstate(invalid="ignore"):  # inf + -inf
@@ -281,6 +281,11 @@ class WeightAccumulator:
         self.top_vals, self.top_idx = vals, idx
         return True
 
+    def _tau2(self) -> np.float32:
+        """τ² for the float32 candidate test, at most the largest float32: were it inf, a value whose
+        square overflows would not be a candidate, and candidates must hold every |d| > τ."""
+        return np.float32(min(self.tau * self.tau, float(np.finfo(np.float32).max)))
+
     def _top_floor(self) -> float:
         """|k-th largest value| so far: a sub-block can add to the top-k only beyond it (-1 until k are known)."""
         return abs(float(self.top_vals[-1])) if self.top_vals.size >= self.top_k > 0 else -1.0
@@ -301,14 +306,15 @@ class WeightAccumulator:
             # finite values of this sub-block, with their flat indices for the top-k
             idx = np.flatnonzero(keep)
             finite = x[idx]
-            d = finite - np.float32(self.shift) if self.shift else finite
-            q = d * d
-            self._add((float(d.sum()), float(q.sum()), float(np.dot(q, d)), float(np.dot(q, q))))
+            d = finite - np.float32(self.shift) if self.shift else finite  # float32, as in the kernel
+            d64 = d.astype(np.float64)
+            q = d64 * d64
+            self._add((float(d64.sum()), float(q.sum()), float((q * d64).sum()), float((q * q).sum())))
             self.n += finite.size
             self.vmin, self.vmax = min(self.vmin, float(finite.min())), max(self.vmax, float(finite.max()))
             self._merge_top(start + idx, finite)
-            tau2 = np.float32(self.tau * self.tau)
-            self._keep_candidates(finite[q > tau2])
+            with np.errstate(over="ignore"):  # a square beyond float32 is inf: a candidate, as in the kernel
+                self._keep_candidates(finite[d * d > self._tau2()])
 
     def _top(self, start: int, x: np.ndarray) -> None:
         if self.top_vals.size < self.top_k:

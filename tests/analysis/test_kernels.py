@@ -140,10 +140,14 @@ def test_bad_buffers_are_refused():
     with pytest.raises(ValueError, match="block must be positive"):
         block_stats(x, 0.0, 1.0, 0, *outputs(16, 8))
     sums, mins, maxs, cand, pos, counts = outputs(16, 8)
-    with pytest.raises(ValueError, match="sums: need 8 writable items"):
+    with pytest.raises(ValueError, match="sums: need 8 writable items of float64"):
         block_stats(x, 0.0, 1.0, 8, sums[:1], mins, maxs, cand, pos, counts)
-    with pytest.raises(ValueError, match="positions: need 16 writable items of 8 bytes"):
+    with pytest.raises(ValueError, match="positions: need 16 writable items of int64"):
         block_stats(x, 0.0, 1.0, 8, sums, mins, maxs, cand, pos.astype(np.int32), counts)
+    with pytest.raises(ValueError, match="mins: need 2 writable items of float32"):  # right size, wrong type
+        block_stats(x, 0.0, 1.0, 8, sums, mins.view(np.int32), maxs, cand, pos, counts)
+    with pytest.raises(ValueError, match="counts: need 2 writable items of int64"):
+        block_stats(x, 0.0, 1.0, 8, sums, mins, maxs, cand, pos, counts.view(np.float64))
 
 
 def test_use_names_a_loop_this_cpu_runs():

@@ -34,6 +34,13 @@ def checksum(model, info, scale=1.0):
     return info.name, total * scale, (os.getpid(), threading.current_thread().name)
 
 
+def slow_checksum(model, info):
+    import time
+
+    time.sleep(0.02)
+    return checksum(model, info)
+
+
 def fail_on_embedding(model, info):
     if "embed" in info.name:
         raise CheckpointError(f"{info.name}: refused on purpose")
@@ -181,10 +188,13 @@ def test_work_runs_as_ray_tasks(sharded, local_ray):
 
 
 def test_a_tensor_split_across_workers_gives_the_numbers_of_one(tmp_path, always_parallel, monkeypatch):
-    from normscope.analysis import parts
-    from normscope.analysis.parts import TensorPart, split_large
+    from normscope.analysis.parts import TensorPart, cut, is_norm_read
 
-    monkeypatch.setattr(parts, "BALANCE", 0.0)  # cut every tensor that has chunks to spare
+    def split_large(model, infos, workers, chunk_elements):  # every weight in two parts, to test the parts
+        return [p for t in infos for p in (cut(t, 2, model.n_chunks(t, chunk_elements)) if not is_norm_read(t)
+                                           else [t])]
+
+    monkeypatch.setattr(sys.modules["normscope.analysis.analyze"], "split_large", split_large)
 
     rng = np.random.default_rng(3)
     heavy = rng.standard_t(2.5, (600, 64)).astype(np.float32)
@@ -229,3 +239,19 @@ def test_tensors_are_cut_only_when_the_work_cannot_balance_without(tmp_path):
         if cut:
             assert [(p.first, p.stop) for p in cut] == [(0, n_chunks // 2), (n_chunks // 2, n_chunks)]
         assert len(items) == len(tensors) - 1 + max(want, 1)
+
+
+def test_a_thread_that_cannot_open_the_model_reports_why(sharded, always_parallel, monkeypatch):
+    """The first thread works on the caller's model; the second opens its own. When that open fails, the
+    error raised is the open's (not a later one from a thread without a model), and no model leaks."""
+    def refuse(opener, local):
+        raise CheckpointError(f"{local}: cannot open (on purpose)")
+
+    monkeypatch.setattr(parallel, "_open_for_worker", refuse)
+    switch = sys.getswitchinterval()
+    with open_model(sharded) as model:
+        with pytest.raises(CheckpointError, match="cannot open"):
+            # slow work, so the first thread cannot take every group before the second starts
+            map_tensors(ModelOpener.of(model), model, model.tensors, slow_checksum, jobs=2, executor="thread")
+        assert map_tensors(ModelOpener.of(model), model, model.tensors[:3], checksum, jobs=1)  # still usable
+    assert sys.getswitchinterval() == switch

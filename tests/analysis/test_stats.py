@@ -140,3 +140,14 @@ def test_bfloat16_chunks_give_the_float32_numbers_and_ties_go_to_the_lower_index
     wide = x.astype(np.float32)
     assert run(x, chunk, k=6) == run(wide, chunk, k=6)
     check(wide, chunk, k=6)
+
+
+def test_values_whose_squares_overflow_float32_stay_candidates():
+    """σ ~ 1e19: τ² is beyond float32. The candidate test must still catch every |d| > τ, or the top-k
+    (taken from the candidates) and the outlier count would miss the largest values."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1e19, 2 << 17).astype(np.float32)
+    x[:8], x[131077] = 1e20, 1e21
+    got = run(x.reshape(2, -1), 1, k=8, sigma=6.0)
+    assert got.top[0].index == (1, 131077 - (1 << 17)) and got.absmax == float(np.float32(1e21))
+    check(x.reshape(2, -1), 1, k=8, sigma=6.0)
