@@ -6,7 +6,8 @@
 MODEL defaults to the HF export of the real Gemma 3 270M (tests/real_models.py, built once and cached).
 The floor is reading every tensor to float32 with the same reader analyze uses (`Checkpoint.iter_chunks`),
 in this process, one thread, at each of several chunk sizes: the fastest of them is the floor (analyze
-itself uses the reader's default). analyze is `normscope.analyze(MODEL, jobs=N)` with the default
+itself uses the reader's default). For each --jobs N > 1 the same reading spread over N threads is
+printed too, with analyze --jobs N's ratio to it. analyze is `normscope.analyze(MODEL, jobs=N)` with the default
 executor (threads), and with worker processes for N > 1. Each figure is the best of --repeat runs with
 the page cache warm (the first run warms it), so the floor is memory speed, not disk speed; `--cold`
 also evicts the files from the page cache (posix_fadvise DONTNEED) before every run.
@@ -22,6 +23,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +69,25 @@ def read_floor(path: Path, chunk: int = DEFAULT_CHUNK_ELEMENTS) -> int:
     return n
 
 
+def read_floor_threads(path: Path, threads: int, chunk: int = DEFAULT_CHUNK_ELEMENTS) -> None:
+    """The floor's reading spread over `threads` threads (chunks dealt round-robin, each thread with its
+    own reader): what the reading alone costs with as many cores as analyze's default uses."""
+    with open_path(path) as ckpt:
+        work = [(name, i) for name, e in ckpt.entries.items() for i in range(ckpt.n_chunks(e, chunk))]
+
+    def read(items: list) -> None:
+        with open_path(path) as ckpt:
+            for name, i in items:
+                for _ in ckpt.iter_chunks(ckpt.entries[name], chunk, i, i + 1):
+                    pass
+
+    pool = [threading.Thread(target=read, args=(work[k::threads],)) for k in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+
+
 def best(fn, repeat: int, path: Path, cold: bool) -> float:
     fn()  # warm-up: imports, page cache, forkserver
     times = []
@@ -83,8 +104,9 @@ def floor_vs_analyze(path: Path, jobs: list[int], repeat: int, cold: bool) -> di
     n = read_floor(path)
     floors = {c: best(lambda c=c: read_floor(path, c), repeat, path, cold) for c in FLOOR_CHUNKS}
     floor = min(floors.values())
+    parallel = {j: best(lambda j=j: read_floor_threads(path, j), repeat, path, cold) for j in jobs if j > 1}
     out = {"model": str(path), "values": n, "bytes": sum(f.stat().st_size for f in _files(path)),
-           "floor_s": floor, "floor_by_chunk_s": floors, "analyze": {}}
+           "floor_s": floor, "floor_by_chunk_s": floors, "floor_threads_s": parallel, "analyze": {}}
     runs = [(j, "thread") for j in jobs] + [(j, "process") for j in jobs if j > 1]
     for j, executor in runs:
         t = best(lambda j=j, e=executor: normscope.analyze(path, jobs=j, executor=e), repeat, path, cold)
@@ -174,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
               f"by chunk, values: seconds: {by_chunk})")
         for j, v in r["analyze"].items():
             print(f"analyze --jobs {j}: {v['seconds']:.3f} s, ratio to floor {v['ratio_to_floor']:.2f}")
+        for j, s in r["floor_threads_s"].items():
+            t = r["analyze"][str(j)]["seconds"]
+            print(f"read floor on {j} threads: {s:.3f} s; analyze --jobs {j} is {t / s:.2f}x that")
         if not a.no_formats:
             report["formats"] = per_format(format_models(work, n_values, real=not a.tiny), repeat)
             print(f"{'format':20s} {'values':>10s} {'floor Mv/s':>11s} {'analyze Mv/s':>13s} {'ratio':>6s}")
