@@ -187,24 +187,54 @@ static inline __attribute__((always_inline, target("avx2"))) int64_t copy_beyond
     return nc;
 }
 
-static inline __attribute__((always_inline, target("avx2"))) int64_t avx2(Values v, int64_t m, const Out *o) {
-    const __m256 k = _mm256_set1_ps(o->shift), t2 = _mm256_set1_ps(o->tau2);
-    __m256d s1a = _mm256_setzero_pd(), s1b = s1a, s2a = s1a, s2b = s1a, s3a = s1a, s3b = s1a, s4a = s1a, s4b = s1a;
-    __m256 lo = _mm256_setzero_ps(), hi = lo, beyond = lo;
-    int64_t i = 0, nc = 0;
+/* The float32 half of both vector loops, 8 values a step: min, max, d = x - K and the candidate test
+ * (with the rescan of each 64-value group that had a candidate). The AVX2 and AVX-512 loops differ
+ * only in how they keep the float64 sums of d. */
+typedef struct {
+    __m256 k, t2, lo, hi, beyond;
+    int64_t nc;
+} Half32;
+
+static inline __attribute__((always_inline, target("avx2"))) Half32 half32_start(Values v, int64_t m, const Out *o) {
+    Half32 h = {_mm256_set1_ps(o->shift), _mm256_set1_ps(o->tau2), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                _mm256_setzero_ps(), 0};
     if (m >= 8)
-        lo = hi = load8_avx2(v, 0);
+        h.lo = h.hi = load8_avx2(v, 0);
+    return h;
+}
+
+/* One step at value i; returns d. */
+static inline __attribute__((always_inline, target("avx2"))) __m256 half32_step(Half32 *h, Values v, int64_t i,
+                                                                                const Out *o) {
+    __m256 x = load8_avx2(v, i);
+    h->lo = _mm256_min_ps(x, h->lo); /* MINPS(a, b) is a < b ? a : b, as in the portable loop */
+    h->hi = _mm256_max_ps(x, h->hi);
+    __m256 d = _mm256_sub_ps(x, h->k);
+    h->beyond = _mm256_or_ps(h->beyond, _mm256_cmp_ps(_mm256_mul_ps(d, d), h->t2, _CMP_GT_OQ));
+    if ((i & 63) == 56) { /* every 64 values: copy out the candidates, if any passed */
+        if (_mm256_movemask_ps(h->beyond))
+            h->nc = copy_beyond_avx2(v, i - 56, i + 8, o, h->nc);
+        h->beyond = _mm256_setzero_ps();
+    }
+    return d;
+}
+
+/* After the last whole step (i values done): the last, partial group of 64, then `finish`. */
+static inline __attribute__((always_inline, target("avx2"))) int64_t half32_end(Half32 *h, Values v, int64_t i,
+                                                                               int64_t m, Lanes *a, const Out *o) {
+    if (_mm256_movemask_ps(h->beyond))
+        h->nc = copy_beyond_avx2(v, i & ~(int64_t)63, i, o, h->nc);
+    _mm256_storeu_ps(a->lo, h->lo);
+    _mm256_storeu_ps(a->hi, h->hi);
+    return finish(v, i, m, a, o, h->nc);
+}
+
+static inline __attribute__((always_inline, target("avx2"))) int64_t avx2(Values v, int64_t m, const Out *o) {
+    Half32 h = half32_start(v, m, o);
+    __m256d s1a = _mm256_setzero_pd(), s1b = s1a, s2a = s1a, s2b = s1a, s3a = s1a, s3b = s1a, s4a = s1a, s4b = s1a;
+    int64_t i = 0;
     for (; i + 8 <= m; i += 8) {
-        __m256 x = load8_avx2(v, i);
-        lo = _mm256_min_ps(x, lo); /* MINPS(a, b) is a < b ? a : b, as in the portable loop */
-        hi = _mm256_max_ps(x, hi);
-        __m256 d = _mm256_sub_ps(x, k);
-        beyond = _mm256_or_ps(beyond, _mm256_cmp_ps(_mm256_mul_ps(d, d), t2, _CMP_GT_OQ));
-        if ((i & 63) == 56) {
-            if (_mm256_movemask_ps(beyond))
-                nc = copy_beyond_avx2(v, i - 56, i + 8, o, nc);
-            beyond = _mm256_setzero_ps();
-        }
+        __m256 d = half32_step(&h, v, i, o);
         __m256d da = _mm256_cvtps_pd(_mm256_castps256_ps128(d)), db = _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1));
         __m256d qa = _mm256_mul_pd(da, da), qb = _mm256_mul_pd(db, db);
         s1a = _mm256_add_pd(s1a, da);
@@ -216,16 +246,12 @@ static inline __attribute__((always_inline, target("avx2"))) int64_t avx2(Values
         s4a = _mm256_add_pd(s4a, _mm256_mul_pd(qa, qa));
         s4b = _mm256_add_pd(s4b, _mm256_mul_pd(qb, qb));
     }
-    if (_mm256_movemask_ps(beyond))
-        nc = copy_beyond_avx2(v, i & ~(int64_t)63, i, o, nc);
     Lanes a;
     __m256d sums[4][2] = {{s1a, s1b}, {s2a, s2b}, {s3a, s3b}, {s4a, s4b}};
     for (int j = 0; j < 4; j++)
-        for (int h = 0; h < 2; h++)
-            _mm256_storeu_pd(&a.lanes[j][4 * h], sums[j][h]);
-    _mm256_storeu_ps(a.lo, lo);
-    _mm256_storeu_ps(a.hi, hi);
-    return finish(v, i, m, &a, o, nc);
+        for (int k = 0; k < 2; k++)
+            _mm256_storeu_pd(&a.lanes[j][4 * k], sums[j][k]);
+    return half32_end(&h, v, i, m, &a, o);
 }
 
 __attribute__((target("avx2"))) static int64_t avx2_f32(Values v, int64_t m, const Out *o) {
@@ -242,39 +268,22 @@ __attribute__((target("avx2"))) static int64_t avx2_bf16(Values v, int64_t m, co
 
 static inline __attribute__((always_inline, target("avx512f,avx2"))) int64_t avx512(Values v, int64_t m,
                                                                                  const Out *o) {
-    const __m256 k = _mm256_set1_ps(o->shift), t2 = _mm256_set1_ps(o->tau2);
+    Half32 h = half32_start(v, m, o);
     __m512d s1 = _mm512_setzero_pd(), s2 = s1, s3 = s1, s4 = s1;
-    __m256 lo = _mm256_setzero_ps(), hi = lo, beyond = lo;
-    int64_t i = 0, nc = 0;
-    if (m >= 8)
-        lo = hi = load8_avx2(v, 0);
+    int64_t i = 0;
     for (; i + 8 <= m; i += 8) {
-        __m256 x = load8_avx2(v, i);
-        lo = _mm256_min_ps(x, lo);
-        hi = _mm256_max_ps(x, hi);
-        __m256 d = _mm256_sub_ps(x, k);
-        beyond = _mm256_or_ps(beyond, _mm256_cmp_ps(_mm256_mul_ps(d, d), t2, _CMP_GT_OQ));
-        if ((i & 63) == 56) {
-            if (_mm256_movemask_ps(beyond))
-                nc = copy_beyond_avx2(v, i - 56, i + 8, o, nc);
-            beyond = _mm256_setzero_ps();
-        }
-        __m512d dd = _mm512_cvtps_pd(d), q = _mm512_mul_pd(dd, dd);
+        __m512d dd = _mm512_cvtps_pd(half32_step(&h, v, i, o)), q = _mm512_mul_pd(dd, dd);
         s1 = _mm512_add_pd(s1, dd);
         s2 = _mm512_add_pd(s2, q);
         s3 = _mm512_add_pd(s3, _mm512_mul_pd(q, dd));
         s4 = _mm512_add_pd(s4, _mm512_mul_pd(q, q));
     }
-    if (_mm256_movemask_ps(beyond))
-        nc = copy_beyond_avx2(v, i & ~(int64_t)63, i, o, nc);
     Lanes a;
     _mm512_storeu_pd(a.lanes[0], s1);
     _mm512_storeu_pd(a.lanes[1], s2);
     _mm512_storeu_pd(a.lanes[2], s3);
     _mm512_storeu_pd(a.lanes[3], s4);
-    _mm256_storeu_ps(a.lo, lo);
-    _mm256_storeu_ps(a.hi, hi);
-    return finish(v, i, m, &a, o, nc);
+    return half32_end(&h, v, i, m, &a, o);
 }
 
 __attribute__((target("avx512f,avx2"))) static int64_t avx512_f32(Values v, int64_t m, const Out *o) {

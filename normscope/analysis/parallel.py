@@ -249,24 +249,29 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _map_processes(opener: ModelOpener, model: Model, infos: list[TensorInfo], groups: list[list[int]],
-                   work: Callable[[Model, TensorInfo], R], n: int, progress: ProgressFn | None) -> list[R]:
+def _gather(pending: dict[Future, list[int]], infos: list[TensorInfo], progress: ProgressFn | None) -> list[Any]:
+    """The results of groups submitted to a local pool, in the order of `infos`, reporting progress as
+    groups complete; the first failure is raised as it comes."""
     results: list[Any] = [None] * len(infos)
     total, done = sum(t.nbytes for t in infos), 0
+    while pending:
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            group = pending.pop(fut)
+            for i, r in zip(group, fut.result()):
+                results[i] = r
+            done += sum(infos[i].nbytes for i in group)
+            if progress:
+                progress(infos[group[-1]].name, done, total)
+    return results
+
+
+def _map_processes(opener: ModelOpener, model: Model, infos: list[TensorInfo], groups: list[list[int]],
+                   work: Callable[[Model, TensorInfo], R], n: int, progress: ProgressFn | None) -> list[R]:
     pool = ProcessPoolExecutor(max_workers=n, mp_context=_context(), initializer=_init_worker,
                                initargs=(opener, model.source.path))
     try:
-        pending: dict[Future, list[int]] = {
-            pool.submit(_run_group, work, [infos[i] for i in g]): g for g in groups}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                group = pending.pop(fut)
-                for i, r in zip(group, fut.result()):
-                    results[i] = r
-                done += sum(infos[i].nbytes for i in group)
-                if progress:
-                    progress(infos[group[-1]].name, done, total)
+        results = _gather({pool.submit(_run_group, work, [infos[i] for i in g]): g for g in groups}, infos, progress)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
@@ -326,22 +331,11 @@ def _map_threads(opener: ModelOpener, model: Model, infos: list[TensorInfo], gro
             out.append(work(local.model, infos[i]))
         return out
 
-    results: list[Any] = [None] * len(infos)
-    total, done = sum(t.nbytes for t in infos), 0
     _short_switch_interval(True)
     pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="normscope")
     try:
         with threadpool_limits(1, user_api="blas"):
-            pending: dict[Future, list[int]] = {pool.submit(run, g): g for g in groups}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    group = pending.pop(fut)
-                    for i, r in zip(group, fut.result()):
-                        results[i] = r
-                    done += sum(infos[i].nbytes for i in group)
-                    if progress:
-                        progress(infos[group[-1]].name, done, total)
+            results = _gather({pool.submit(run, g): g for g in groups}, infos, progress)
     finally:
         stop.set()  # after a failure: running groups stop at their next tensor, queued ones never start
         pool.shutdown(wait=True, cancel_futures=True)

@@ -130,9 +130,9 @@ class _Scratch(threading.local):
         """(sums, mins, maxs, counts, cand, pos) for a chunk of `n` values."""
         nb = -(-n // SUB_BLOCK)
         if n > self.size:
-            self.size, m = n, -(-n // SUB_BLOCK)
-            self.sums, self.counts = np.empty((m, 4)), np.empty(m, np.int64)
-            self.mins, self.maxs = np.empty(m, np.float32), np.empty(m, np.float32)
+            self.size = n
+            self.sums, self.counts = np.empty((nb, 4)), np.empty(nb, np.int64)
+            self.mins, self.maxs = np.empty(nb, np.float32), np.empty(nb, np.float32)
             self.cand, self.pos = np.empty(n, np.float32), np.empty(n, np.int64)  # touched as candidates are written
         return self.sums[:nb], self.mins[:nb], self.maxs[:nb], self.counts[:nb], self.cand, self.pos
 
