@@ -8,28 +8,31 @@ Python API (each returns a result object with `to_dict()`):
     1657.0
 """
 
-from .analysis import analyze, open_model
-from .analysis.check import check
-from .analysis.clip import clip
-from .analysis.clip_sweep import clip_sweep
-from .analysis.compare import compare
-from .analysis.forward import forward
-from .analysis.recipe import recipe
-from .analysis.simulate import simulate
-from .errors import (CheckpointError, ConfigError, MissingExtraError, NormscopeError, OutputError,
-                     SourceNotFoundError, UnknownNameError)
+from .analysis import (analyze, analyze_model, check, check_model, clip, clip_model, clip_sweep, clip_sweep_model,
+                       compare, compare_models, forward, forward_model, open_model, recipe, recipe_model, simulate,
+                       simulate_model)
+from .analysis.engine import Executor, Model
+from .analysis.forward import Evaluation, Sensitivity
+from .errors import (CheckpointError, ConfigError, MissingExtraError, NormscopeError, OutputError, SourceNotFoundError,
+                     UnknownNameError)
 from .quant import dequantize_blocks, fake_quantize, quantize_blocks
-from .results import ClipResult, ClipSweepResult
-from .results import ForwardResult, RecipeResult
-from .results import AnalyzeResult, CheckResult, CompareResult, Component, NormConvention, Role, SimulateResult
+from .results import (AnalyzeResult, CheckResult, ClipGranularity, ClipResult, ClipScope, ClipSweepResult,
+                      CompareResult, Component, ForwardResult, NormConvention, RecipeResult, Role, SimulateResult)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AnalyzeResult", "CheckResult", "CheckpointError", "CompareResult", "Component", "ConfigError", "MissingExtraError",
-    "NormConvention",
-    "NormscopeError", "OutputError", "Role", "SimulateResult", "SourceNotFoundError", "UnknownNameError", "__version__",
-    "analyze", "check", "compare", "dequantize_blocks", "fake_quantize", "open_model", "quantize_blocks", "simulate",
-    "ClipResult", "ClipSweepResult", "clip", "clip_sweep",
-    "ForwardResult", "RecipeResult", "forward", "recipe",
+    # commands, each with a form that takes an open model
+    "analyze", "analyze_model", "check", "check_model", "clip", "clip_model", "clip_sweep", "clip_sweep_model",
+    "compare", "compare_models", "forward", "forward_model", "recipe", "recipe_model", "simulate", "simulate_model",
+    "open_model", "Model", "Executor", "Evaluation", "Sensitivity",
+    # quantization formats, bit-exact with their toolchains
+    "dequantize_blocks", "fake_quantize", "quantize_blocks",
+    # results and the user's choices
+    "AnalyzeResult", "CheckResult", "ClipGranularity", "ClipResult", "ClipScope", "ClipSweepResult", "CompareResult",
+    "Component", "ForwardResult", "NormConvention", "RecipeResult", "Role", "SimulateResult",
+    # errors
+    "CheckpointError", "ConfigError", "MissingExtraError", "NormscopeError", "OutputError", "SourceNotFoundError",
+    "UnknownNameError",
+    "__version__",
 ]

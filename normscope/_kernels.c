@@ -1,6 +1,6 @@
 /* normscope._kernels: the statistics of a tensor's sub-blocks in one fused pass.
  *
- * numpy needs seven passes over each sub-block for what `analysis.stats` accumulates (the square,
+ * numpy needs seven passes over each sub-block for what `analysis.metrics.stats` accumulates (the square,
  * the sums of d, d^2, d^3, d^4, the minimum and the maximum); this loop reads each value once, from
  * float32 or straight from bfloat16 bit patterns (a bfloat16 is the top half of a float32: widening
  * is exact, so both give the same numbers for the same values).

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .analysis.check import check
+from .analysis.check.command import check
 from .results import CheckResult
 
 __all__ = ["assert_checkpoint"]

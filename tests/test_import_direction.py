@@ -62,3 +62,74 @@ def test_imports_point_down():
             if there not in LAYER or LAYER[there] >= LAYER[here]:
                 bad.append(f"{path.relative_to(ROOT.parent)}:{line} ({here}) imports {target} ({there})")
     assert not bad, "imports against the arrows:\n" + "\n".join(bad)
+
+
+# Inside analysis: metrics <- engine <- the commands. A command may use another command only through that
+# command's package (its public API: check runs analyze and simulate), never its modules, and never the
+# `normscope.analysis` package itself (which imports every command).
+ANALYSIS = ROOT / "analysis"
+INNER = {"metrics": 0, "engine": 1}
+COMMANDS = {"analyze", "simulate", "compare", "clip", "check", "recipe", "forward"}
+
+
+def _inner(parts: list[str]) -> str | None:
+    """The analysis part a dotted name (after `normscope.analysis`) belongs to."""
+    if not parts:
+        return None
+    return parts[0].removesuffix(".py")
+
+
+def test_every_analysis_module_has_a_place():
+    for path in ANALYSIS.rglob("*.py"):
+        rel = path.relative_to(ANALYSIS).parts
+        if rel == ("__init__.py",):
+            continue
+        assert _inner(list(rel)) in INNER or _inner(list(rel)) in COMMANDS, f"{path}: not in metrics, engine or a command"
+
+
+def test_analysis_imports_point_down():
+    bad = []
+    for path in ANALYSIS.rglob("*.py"):
+        rel = path.relative_to(ANALYSIS).parts
+        if rel == ("__init__.py",):
+            continue
+        here = _inner(list(rel))
+        for target, line in _imports(path):
+            parts = target.split(".")
+            if parts[:2] != ["normscope", "analysis"]:
+                continue
+            rest = parts[2:]
+            there = _inner(rest)
+            where = f"{path.relative_to(ROOT.parent)}:{line} imports {target}"
+            if there is None:
+                bad.append(f"{where} (the analysis package imports every command)")
+            elif there == here:
+                continue
+            elif here in INNER:
+                if there not in INNER or INNER[there] >= INNER[here]:
+                    bad.append(f"{where} ({here} may import only lower layers)")
+            elif there in COMMANDS and len(rest) > 1:
+                bad.append(f"{where} (another command's module: use its package)")
+    assert not bad, "imports against the arrows inside analysis:\n" + "\n".join(bad)
+
+
+def test_commands_use_each_other_without_cycles():
+    uses: dict[str, set[str]] = {c: set() for c in COMMANDS}
+    for path in ANALYSIS.rglob("*.py"):
+        here = _inner(list(path.relative_to(ANALYSIS).parts))
+        if here not in COMMANDS:
+            continue
+        for target, _ in _imports(path):
+            parts = target.split(".")
+            if parts[:2] == ["normscope", "analysis"] and _inner(parts[2:]) in COMMANDS - {here}:
+                uses[here].add(_inner(parts[2:]))
+    seen: list[str] = []
+
+    def visit(c: str, path: tuple[str, ...]) -> None:
+        assert c not in path, f"commands import each other in a cycle: {' -> '.join((*path, c))}"
+        for d in sorted(uses[c]):
+            visit(d, (*path, c))
+        seen.append(c)
+
+    for c in sorted(COMMANDS):
+        visit(c, ())

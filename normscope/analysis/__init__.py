@@ -1,6 +1,21 @@
-"""Orchestration: turns io + quant + arch into results (analyze, simulate, clip, compare, check)."""
+"""Orchestration: turns io + quant + arch into results.
+
+Three layers, imports pointing down only (tests/test_import_direction.py):
+- `metrics/`: pure accumulators (weight statistics, exact quantiles, norm statistics, quantization error);
+- `engine/`: the open model, the parallel map, selection, type plans, the measuring engine, clipping;
+- the commands: `analyze/`, `simulate`, `compare/`, `clip/`, `check/`, `recipe/`, `forward/`. A command
+  uses another only through that command's package (check runs analyze and simulate; compare runs analyze).
+"""
 
 from .analyze import analyze, analyze_model, analyze_tensor
-from .model import Model, open_model
+from .check import check, check_model
+from .clip import clip, clip_model, clip_sweep, clip_sweep_model
+from .compare import compare, compare_models
+from .engine import Model, open_model
+from .forward import forward, forward_model
+from .recipe import recipe, recipe_model
+from .simulate import simulate, simulate_model
 
-__all__ = ["Model", "analyze", "analyze_model", "analyze_tensor", "open_model"]
+__all__ = ["Model", "analyze", "analyze_model", "analyze_tensor", "check", "check_model", "clip", "clip_model",
+           "clip_sweep", "clip_sweep_model", "compare", "compare_models", "forward", "forward_model", "open_model",
+           "recipe", "recipe_model", "simulate", "simulate_model"]

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 from ..results import Component, NormConvention, Role
 
-__all__ = ["Rule", "Feed", "ArchSpec", "Classified", "LAYER_INDEX", "rule"]
+__all__ = ["RoleRule", "Feed", "ArchSpec", "Classified", "LAYER_INDEX", "rule"]
 
 # block index in the names families use: layers.N, layer.N, h.N, blocks.N, trf_blocks.N, blk.N
 LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|trf_blocks|block|blk)\.(\d+)\.")
 
 
 @dataclass(frozen=True)
-class Rule:
+class RoleRule:
     """A regex searched in the tensor name, and what a match means."""
 
     pattern: re.Pattern[str]
@@ -29,8 +29,8 @@ class Rule:
 
 
 def rule(pattern: str, role: Role, component: Component = Component.TEXT,
-         convention: NormConvention | None = None) -> Rule:
-    return Rule(re.compile(pattern), role, component, convention)
+         convention: NormConvention | None = None) -> RoleRule:
+    return RoleRule(re.compile(pattern), role, component, convention)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class ArchSpec:
     name: str
     description: str
     norm_convention: NormConvention  # for every norm its rules do not pin
-    rules: tuple[Rule, ...] = field(repr=False)
+    rules: tuple[RoleRule, ...] = field(repr=False)
     hf_architectures: tuple[str, ...] = ()  # config.json "architectures"
     model_types: tuple[str, ...] = ()  # config.json "model_type"
     gguf_arch: str | None = None  # GGUF general.architecture

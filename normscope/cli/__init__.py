@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("normscope: interrupted\n")
         sys.exit(130)
-    except (NormscopeError, OSError, ValueError, KeyError) as e:
+    except (NormscopeError, OSError, ValueError) as e:  # bad input; a bare KeyError is a bug, reported as one
         if debug:
             raise
         sys.stderr.write(f"normscope: error: {message(e)}\n")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from ..analysis.compare import compare as run_compare
-from ..analysis.parallel import Executor
+from ..analysis import compare as run_compare
 from ..errors import ConfigError
-from ..report import report_html, to_json
-from ..report.compare import compare_markdown, compare_terminal
-from .common import (ArchOpt, ExecutorOpt, HtmlOpt, JobsOpt, JsonOpt, MdOpt, QuietOpt, RayAddressOpt, TopOpt, listify,
-                     print_report, progress_bar, use_ray_address, write_outputs)
+from .options import Arch, NormConventionOpt, Outputs, Selection, Workers, listify, option_groups
+from .output import emit, progress_bar
 
 
 def _adapters(values: list[str] | None, n: int) -> dict[int, str]:
@@ -28,24 +25,19 @@ def _adapters(values: list[str] | None, n: int) -> dict[int, str]:
     return out
 
 
+@option_groups
 def compare(
-    models: list[str] = typer.Argument(..., help="Two or more checkpoints (HF dir, .safetensors, .gguf, hub id, "
-                                       "quantized pack); each is compared with the first."),
-    labels: str = typer.Option(None, "--labels", help="One name per model, comma-separated "
-                               "(e.g. base,teacher,student,q4)."),
-    adapter: list[str] = typer.Option(None, "--adapter", metavar="[N=]DIR", help="A PEFT LoRA adapter merged into "
-                                      "model N (1-based; default the last) on the fly."),
-    include: list[str] = typer.Option(None, "--include", help="Only tensors matching these globs."),
-    exclude: list[str] = typer.Option(None, "--exclude", help="Skip tensors matching these globs."),
-    arch: str = ArchOpt,
-    top: int = TopOpt,
-    json_path: Path = JsonOpt,
-    md_path: Path = MdOpt,
-    html_path: Path = HtmlOpt,
-    quiet: bool = QuietOpt,
-    jobs: int = JobsOpt,
-    executor: Executor = ExecutorOpt,
-    ray_address: str = RayAddressOpt,
+    models: Annotated[list[str], typer.Argument(help="Two or more checkpoints (HF dir, .safetensors, .gguf, hub id, "
+                                                "quantized pack); each is compared with the first.")],
+    labels: Annotated[str | None, typer.Option("--labels", help="One name per model, comma-separated "
+                                               "(e.g. base,teacher,student,q4).")] = None,
+    adapter: Annotated[list[str] | None, typer.Option("--adapter", metavar="[N=]DIR", help="A PEFT LoRA adapter "
+                       "merged into model N (1-based; default the last) on the fly.")] = None,
+    select: Selection = Selection(),
+    arch: Arch = None,
+    norm_convention: NormConventionOpt = None,
+    out: Outputs = Outputs(),
+    workers: Workers = Workers(),
 ) -> None:
     """Compare checkpoints tensor by tensor (same shapes) and by role and depth (any shapes).
 
@@ -54,14 +46,11 @@ def compare(
     """
     if len(models) < 2:
         raise ConfigError(f"compare needs at least two models, got {len(models)}")
-    use_ray_address(ray_address)
-    with progress_bar("comparing", not quiet) as progress:
+    with progress_bar("comparing", not out.quiet) as progress:
         result = run_compare(models, labels=listify([labels]) if labels else None,
-                             adapters=_adapters(adapter, len(models)), arch=arch, include=listify(include),
-                             exclude=listify(exclude), progress=progress, jobs=jobs, executor=executor.value)
-    to_stdout = write_outputs({json_path: lambda: to_json(result), md_path: lambda: compare_markdown(result, top),
-                               html_path: lambda: report_html(result)})
-    print_report(lambda width, color: compare_terminal(result, top, width, color), quiet or to_stdout)
+                             adapters=_adapters(adapter, len(models)), arch=arch, norm_convention=norm_convention,
+                             progress=progress, **select.api(), **workers.api())
+    emit(result, out)
     for f in result.failed:
         sys.stderr.write(f"normscope: error: {f.label}: {f.error}\n")
     if result.failed:

@@ -183,7 +183,6 @@ class SafetensorsCheckpoint(PlainDecoding, Checkpoint):
         return cls(directory, tuple(files), entries, load_config(directory), {"__metadata__": metas})
 
 
-
 def decode_plain_into(dtype: str, raw: memoryview, out: np.ndarray) -> np.ndarray:
     """float32 values of stored bytes of a plain dtype: F32 as a view of `raw`, others cast into `out`
     (the same cast as `astype`, without allocating)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import CheckpointError, SourceNotFoundError
 from ..results import ProgressFn, SourceInfo
 from .checkpoint import Checkpoint
-from .examples import DEFAULT_EXAMPLE, example_path
+from .embedded import DEFAULT_EXAMPLE, example_path
 from .gguf_file import GGUF_MAGIC, GGUFCheckpoint
 from .hub import parse_hub_id, resolve_hub
 from .packs import ADAPTER_WEIGHTS, apply_adapter, is_adapter_dir, wrap_pack

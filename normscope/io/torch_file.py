@@ -191,7 +191,6 @@ class TorchCheckpoint(PlainDecoding, Checkpoint):
             seen[e.name] = e.file
         return cls(directory, tuple(files), entries, load_config(directory), {}, resident)
 
-
     def _read_bytes(self, entry: TensorEntry, byte0: int, size: int) -> memoryview:
         held = self._resident.get(entry.name)
         if held is None:

@@ -33,6 +33,9 @@ class QuantFormat:
     def __init_subclass__(cls, name: str | None = None, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if name is not None:
+            if name in FORMATS:  # two formats under one name: the second would silently replace the first
+                raise TypeError(f"quantization format {name!r} is registered twice ({FORMATS[name].__qualname__} "
+                                f"and {cls.__qualname__})")
             cls.name = name
             FORMATS[name] = cls
 

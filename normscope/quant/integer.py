@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..upstream import quanto_group_size
 from .base import SimFormat
 
-__all__ = ["quanto_group_size", "QuantoInt8", "QuantoAffine", "SymmetricRTN"]
+__all__ = ["quanto_group_size", "QuantoInt8", "QuantoAffine", "QuantoInt4", "QuantoInt2", "SymmetricRTN"]
 
 F = np.float32
 SCALE_BITS = 16

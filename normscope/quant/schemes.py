@@ -8,15 +8,17 @@ leave it unquantized by default; pass `include_lm_head=True` to count it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import UnknownNameError
+from ..errors import ConfigError, UnknownNameError
 from ..results import Role
-from .base import FORMATS, GGMLFormat
+from .base import FORMATS, GGMLFormat, get_format
 from .plan import FILE_TYPES, ModelFacts, PlannedTensor, plan_types
 
-__all__ = ["TensorSpec", "SCHEMES", "scheme_names", "plan_scheme", "is_gguf_scheme"]
+__all__ = ["TensorSpec", "SCHEMES", "scheme_names", "plan_scheme", "is_gguf_scheme", "parse_schemes",
+           "parse_tensor_types"]
 
 LINEAR_ROLES = {Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_QKV, Role.ATTN_O, Role.MLP_GATE, Role.MLP_UP,
                 Role.MLP_GATE_UP, Role.MLP_DOWN}
@@ -93,3 +95,43 @@ def _block(gguf_name: str | None) -> int:
     if gguf_name and gguf_name.startswith("blk."):
         return int(gguf_name.split(".")[1])
     return 0
+
+
+def parse_schemes(schemes: str | Sequence[str]) -> list[str]:
+    """Scheme names from "Q4_K_M,int4" or a list; each checked against the registry.
+
+    Raises:
+        UnknownNameError: listing the valid scheme names.
+        ConfigError: no scheme given.
+    """
+    items = [schemes] if isinstance(schemes, str) else list(schemes)
+    names = [s.strip() for item in items for s in str(item).split(",") if s.strip()]
+    if not names:
+        raise ConfigError(f"no quantization scheme given; valid: {', '.join(SCHEMES)}")
+    for name in names:
+        if name not in SCHEMES:
+            raise UnknownNameError("scheme", name, SCHEMES)
+    return list(dict.fromkeys(names))
+
+
+def parse_tensor_types(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    """llama-quantize `--tensor-type REGEX=TYPE` pairs.
+
+    Raises:
+        ConfigError: a pair without "=", or an invalid regex; UnknownNameError: a type that is not a ggml type.
+    """
+    out = []
+    for pair in pairs:
+        pattern, sep, type_name = pair.rpartition("=")
+        if not sep or not pattern:
+            raise ConfigError(f"--tensor-type {pair!r}: expected REGEX=TYPE, e.g. attn_v=Q8_0")
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(f"--tensor-type {pair!r}: invalid regex ({e})") from None
+        fmt = get_format(type_name.strip())
+        if not issubclass(fmt, GGMLFormat):
+            raise UnknownNameError("ggml type", type_name,
+                                   [n for n, f in FORMATS.items() if issubclass(f, GGMLFormat)])
+        out.append((pattern, fmt.name))
+    return out

@@ -10,6 +10,7 @@ from .fmt import count, num
 from .markdown import md_table
 from .tables import Table
 from .terminal import render_tables
+from .text import register_text
 
 __all__ = ["check_tables", "check_terminal", "check_markdown", "check_junit", "check_annotations"]
 
@@ -95,3 +96,6 @@ def check_annotations(r: CheckResult, limit: int = 50) -> str:
     if len(r.failures) > limit:
         lines.append(f"::error title=normscope::{len(r.failures) - limit} more failures in the report")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+register_text(CheckResult, terminal=check_terminal, markdown=check_markdown)

@@ -10,6 +10,7 @@ from .fmt import count, num, size
 from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
+from .text import register_text
 
 __all__ = ["clip_header", "clip_tables", "clip_terminal", "clip_markdown", "sweep_header", "sweep_tables",
            "sweep_terminal", "sweep_markdown"]
@@ -119,3 +120,7 @@ def sweep_terminal(r: ClipSweepResult, top: int = 10, width: int = 120, color: b
 def sweep_markdown(r: ClipSweepResult, top: int = 10) -> str:
     """The sweep report as GitHub-flavoured Markdown."""
     return md_report("normscope clip --sweep", sweep_header(r), sweep_tables(r, top), _sweep_notes(r))
+
+
+register_text(ClipResult, terminal=clip_terminal, markdown=clip_markdown)
+register_text(ClipSweepResult, terminal=sweep_terminal, markdown=sweep_markdown)

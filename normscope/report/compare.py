@@ -9,6 +9,7 @@ from .fmt import count, num
 from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
+from .text import register_text
 
 __all__ = ["compare_header", "failure_notes", "compare_tables", "pair_tables", "compare_terminal", "compare_markdown"]
 
@@ -86,3 +87,6 @@ def compare_markdown(r: CompareResult, top: int = 10) -> str:
     """The compare report as GitHub-flavoured Markdown (top tables, every summary line)."""
     return md_report("normscope compare", compare_header(r), compare_tables(r, top), _notes(r), notes_title="Summary",
                      label_info=False)
+
+
+register_text(CompareResult, terminal=compare_terminal, markdown=compare_markdown)

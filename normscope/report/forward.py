@@ -7,6 +7,7 @@ from .fmt import count, num, size
 from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
+from .text import register_text
 
 __all__ = ["forward_header", "forward_tables", "activation_tables", "forward_terminal", "forward_markdown"]
 
@@ -100,3 +101,6 @@ def forward_terminal(r: ForwardResult, top: int = 10, width: int = 120, color: b
 def forward_markdown(r: ForwardResult, top: int = 10) -> str:
     """The forward report as GitHub-flavoured Markdown (tables, every note)."""
     return md_report("normscope forward", forward_header(r), forward_tables(r, top), _notes(r))
+
+
+register_text(ForwardResult, terminal=forward_terminal, markdown=forward_markdown)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..results import AnalyzeResult
-from .tables import Table, analyze_header, analyze_tables
+from .tables import Table
 
-__all__ = ["md_table", "md_report", "analyze_markdown"]
+__all__ = ["md_table", "md_report"]
 
 
 def _cell(text: str) -> str:
@@ -36,17 +35,4 @@ def md_report(title: str, header: Sequence[str], tables: Sequence[Table], notes:
     if notes:
         parts.append(f"### {notes_title}\n")
         parts += [f"- **{sev}**: {text}" if label_info or sev != "info" else f"- {text}" for sev, text in notes]
-    return "\n".join(parts).rstrip() + "\n"
-
-
-def analyze_markdown(r: AnalyzeResult, top: int = 10) -> str:
-    """The analyze report as Markdown: summary, top tables, every explanation."""
-    parts = ["## normscope analyze", ""]
-    parts += [f"- {line}" for line in analyze_header(r)]
-    parts += [f"- **warning**: {w}" for w in r.warnings]
-    parts.append("")
-    parts += [md for t in analyze_tables(r, top) if (md := md_table(t))]
-    if r.explanations:
-        parts.append(f"### Explanations ({len(r.explanations)})\n")
-        parts += [f"- **{e.severity}** `{e.tensor}`: {e.text}" for e in r.explanations]
     return "\n".join(parts).rstrip() + "\n"

@@ -9,6 +9,7 @@ from .fmt import count, num, size
 from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
+from .text import register_text
 
 __all__ = ["recipe_header", "recipe_tables", "recipe_terminal", "recipe_markdown", "recipe_args"]
 
@@ -69,3 +70,6 @@ def recipe_markdown(r: RecipeResult, top: int = 10) -> str:
             "### llm-compressor ignore", "", "```", *r.llm_compressor_ignore, "```", "",
             "### quanto exclude", "", "```", *r.quanto_exclude, "```", ""]
     return md_report("normscope recipe", recipe_header(r), recipe_tables(r, top), _notes(r), sections=code)
+
+
+register_text(RecipeResult, terminal=recipe_terminal, markdown=recipe_markdown)

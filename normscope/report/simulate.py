@@ -9,6 +9,7 @@ from .fmt import count, num, pct, size
 from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
+from .text import register_text
 
 __all__ = ["simulate_header", "simulate_tables", "simulate_terminal", "simulate_markdown"]
 
@@ -83,3 +84,6 @@ def simulate_terminal(r: SimulateResult, top: int = 10, width: int = 120, color:
 def simulate_markdown(r: SimulateResult, top: int = 10) -> str:
     """The simulate report as GitHub-flavoured Markdown (top tables, every note)."""
     return md_report("normscope simulate", simulate_header(r), simulate_tables(r, top), _notes(r))
+
+
+register_text(SimulateResult, terminal=simulate_terminal, markdown=simulate_markdown)

@@ -8,10 +8,9 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from ..results import AnalyzeResult
-from .tables import Table, analyze_header, analyze_tables
+from .tables import Table
 
-__all__ = ["render_tables", "analyze_terminal"]
+__all__ = ["render_tables"]
 
 _SEVERITY = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -48,14 +47,3 @@ def render_tables(header: list[str], tables: list[Table], notes: list[tuple[str,
     for severity, text in notes:
         console.print(f"[{severity}] {text}", style=_SEVERITY.get(severity), markup=False)
     return buf.getvalue()
-
-
-def analyze_terminal(r: AnalyzeResult, top: int = 10, width: int = 120, color: bool = False,
-                     max_explanations: int = 12) -> str:
-    """The analyze summary as shown by `normscope analyze`."""
-    notes = [("warning", w) for w in r.warnings]
-    ranked = sorted(r.explanations, key=lambda e: {"error": 0, "warning": 1}.get(e.severity, 2))
-    notes += [(e.severity, f"{e.tensor}: {e.text}") for e in ranked[:max_explanations]]
-    if len(ranked) > max_explanations:
-        notes.append(("info", f"{len(ranked) - max_explanations} more explanations in --json / --md output"))
-    return render_tables(analyze_header(r), analyze_tables(r, top), notes, width, color)

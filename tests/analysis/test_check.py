@@ -9,7 +9,7 @@ import pytest
 
 from helpers import GEMMA_CONFIG, gemma_tensors, write_model
 from normscope import check
-from normscope.analysis.check_config import load_check_config
+from normscope.analysis.check.config import load_check_config
 from normscope.errors import ConfigError, UnknownNameError
 from normscope.testing import assert_checkpoint
 

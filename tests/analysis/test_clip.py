@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from helpers import GEMMA_CONFIG, LLAMA_CONFIG, gemma_tensors, llama_tensors, write_gguf, write_model
 from normscope import clip
 from normscope.analysis import open_model
-from normscope.analysis.clipping import clip_rows
-from normscope.analysis.superweight import super_weight_candidates
+from normscope.analysis.engine.clipping import clip_rows
+from normscope.analysis.engine.superweight import super_weight_candidates
 from normscope.errors import ConfigError, OutputError
 from normscope.io import SafetensorsCheckpoint, read_header
 from normscope.io.writer import encode, hash_file
@@ -298,7 +298,7 @@ def test_a_writer_failure_mid_way_leaves_no_output(tmp_path, monkeypatch):
 
 
 def test_a_corrupted_write_is_caught_before_anything_is_published(tmp_path, monkeypatch):
-    import normscope.analysis.clip as clip_module
+    from normscope.analysis.clip import write as clip_module
 
     src = _gemma(tmp_path)
     real = clip_module.rewrite_safetensors

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normscope.analysis.errors import ErrorAccumulator
-from normscope.analysis.quantiles import ExactQuantiles
+from normscope.analysis.metrics.quant_error import ErrorAccumulator
+from normscope.analysis.metrics.quantiles import ExactQuantiles
 
 
 def reference(x, y, col=None, row=None):

@@ -15,11 +15,11 @@ pytest.importorskip("transformers", reason="forward needs the torch extra (insta
 from forward_helpers import tiny_gemma  # noqa: E402
 from normscope import clip, forward  # noqa: E402
 from normscope.analysis import open_model  # noqa: E402
-from normscope.analysis.forward_load import load_causal_lm  # noqa: E402
-from normscope.analysis.forward_metrics import Scores, score_base, score_variant  # noqa: E402
-from normscope.analysis.forward_plan import plan_quantized  # noqa: E402
-from normscope.analysis.forward_text import BUILTIN_TEXT, load_text, windows  # noqa: E402
-from normscope.analysis.forward_weights import WeightEditor, quantize_in_place  # noqa: E402
+from normscope.analysis.forward.load import load_causal_lm  # noqa: E402
+from normscope.analysis.forward.metrics import Scores, score_base, score_variant  # noqa: E402
+from normscope.analysis.forward.variants import plan_quantized  # noqa: E402
+from normscope.analysis.forward.text import BUILTIN_TEXT, load_text, windows  # noqa: E402
+from normscope.analysis.forward.weights import WeightEditor, quantize_in_place  # noqa: E402
 from normscope.errors import ConfigError  # noqa: E402
 from normscope.quant import dequantize_blocks, fake_quantize, quantize_blocks  # noqa: E402
 from normscope.report.schemas import schema  # noqa: E402

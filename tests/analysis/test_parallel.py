@@ -14,10 +14,11 @@ import pytest
 
 from helpers import GEMMA_CONFIG, gemma_tensors, write_model
 from normscope import analyze
-from normscope.analysis import parallel
-from normscope.analysis.analyze import analyze_tensor
-from normscope.analysis.model import open_model
-from normscope.analysis.parallel import ModelOpener, map_tensors, plan_groups, resolve_jobs
+from normscope.analysis.engine import workers
+from normscope.analysis.analyze.command import analyze_tensor
+from normscope.analysis.engine.model import open_model
+from normscope.analysis.engine.parallel import map_tensors
+from normscope.analysis.engine.workers import ModelOpener, group_tensors, resolve_jobs
 from normscope.cli import main
 from normscope.errors import CheckpointError, ConfigError, MissingExtraError, UnknownNameError
 
@@ -54,7 +55,7 @@ def sharded(tmp_path):
 
 @pytest.fixture
 def always_parallel(monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)  # tiny models too go to the workers
+    monkeypatch.setattr(workers, "MIN_PARALLEL_BYTES", 0)  # tiny models too go to the workers
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
@@ -85,7 +86,7 @@ def test_analyze_json_is_identical_for_jobs_1_2_and_0(sharded, always_parallel):
 def test_groups_stay_in_one_shard_and_balance_bytes(sharded):
     with open_model(sharded) as model:
         infos = list(model.tensors)
-        groups = plan_groups(model, infos, 2)
+        groups = group_tensors(model, infos, 2)
         assert sorted(i for g in groups for i in g) == list(range(len(infos)))
         for g in groups:
             assert len({model.entry(infos[i]).file for i in g}) == 1
@@ -93,7 +94,7 @@ def test_groups_stay_in_one_shard_and_balance_bytes(sharded):
             assert offsets == sorted(offsets)  # file order inside a group
         sizes = [sum(infos[i].nbytes for i in g) for g in groups]
         assert sizes == sorted(sizes, reverse=True)  # largest first
-        target = sum(t.nbytes for t in infos) / (2 * parallel.GROUPS_PER_JOB)
+        target = sum(t.nbytes for t in infos) / (2 * workers.GROUPS_PER_JOB)
         assert all(s <= target or len(g) == 1 for s, g in zip(sizes, groups))
 
 
@@ -126,7 +127,7 @@ def test_opener_is_picklable_and_carries_the_overrides(sharded):
 
 
 def test_jobs_and_executor_are_checked(sharded):
-    assert resolve_jobs(None) == resolve_jobs(0) == parallel.available_cores() >= 1
+    assert resolve_jobs(None) == resolve_jobs(0) == workers.available_cores() >= 1
     with pytest.raises(ConfigError, match="jobs=-1"):
         resolve_jobs(-1)
     with open_model(sharded) as model:
@@ -188,13 +189,13 @@ def test_work_runs_as_ray_tasks(sharded, local_ray):
 
 
 def test_a_tensor_split_across_workers_gives_the_numbers_of_one(tmp_path, always_parallel, monkeypatch):
-    from normscope.analysis.parts import TensorPart, cut, is_norm_read
+    from normscope.analysis.analyze.parts import TensorPart, cut, is_norm_read
 
     def split_large(model, infos, workers, chunk_elements):  # every weight in two parts, to test the parts
         return [p for t in infos for p in (cut(t, 2, model.n_chunks(t, chunk_elements)) if not is_norm_read(t)
                                            else [t])]
 
-    monkeypatch.setattr(sys.modules["normscope.analysis.analyze"], "split_large", split_large)
+    monkeypatch.setattr(sys.modules["normscope.analysis.analyze.command"], "split_large", split_large)
 
     rng = np.random.default_rng(3)
     heavy = rng.standard_t(2.5, (600, 64)).astype(np.float32)
@@ -220,7 +221,7 @@ def test_a_tensor_split_across_workers_gives_the_numbers_of_one(tmp_path, always
 def test_tensors_are_cut_only_when_the_work_cannot_balance_without(tmp_path):
     """One tensor three times the rest together is cut; a tensor next to as much other work is not (its
     worker does it while the other does the rest); every part is a range of chunks, in order."""
-    from normscope.analysis.parts import TENSOR_COST_BYTES, TensorPart, split_large
+    from normscope.analysis.analyze.parts import TENSOR_COST_BYTES, TensorPart, split_large
 
     rng = np.random.default_rng(0)
     small = {f"model.layers.{i}.mlp.up_proj.weight": rng.normal(0, 0.02, (64, 64)).astype(np.float32)
@@ -247,7 +248,7 @@ def test_a_thread_that_cannot_open_the_model_reports_why(sharded, always_paralle
     def refuse(opener, local):
         raise CheckpointError(f"{local}: cannot open (on purpose)")
 
-    monkeypatch.setattr(parallel, "_open_for_worker", refuse)
+    monkeypatch.setattr(workers, "open_for_worker", refuse)
     switch = sys.getswitchinterval()
     with open_model(sharded) as model:
         with pytest.raises(CheckpointError, match="cannot open"):

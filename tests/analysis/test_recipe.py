@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from helpers import GEMMA_CONFIG, gemma_tensors, write_model
 from normscope import recipe, simulate
-from normscope.analysis.recipe_solve import solve
-from normscope.analysis.simulate import parse_tensor_types
+from normscope.analysis.recipe.solve import solve
+from normscope.quant import parse_tensor_types
 from normscope.errors import ConfigError
 from normscope.quant import LAYOUTS
 from normscope.report.schemas import schema

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normscope.analysis import stats as stats_mod
-from normscope.analysis.norms import percentiles
-from normscope.analysis.stats import WeightAccumulator
+from normscope.analysis.metrics import stats as stats_mod
+from normscope.analysis.metrics.norms import percentiles
+from normscope.analysis.metrics.stats import WeightAccumulator
 
 
 def reference(x: np.ndarray, k: int, sigma: float):

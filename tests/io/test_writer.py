@@ -19,8 +19,8 @@ from safetensors import safe_open
 from helpers import header_bytes, safetensors_bytes, write_safetensors
 from normscope.errors import CheckpointError, OutputError
 from normscope.io import read_header
-from normscope.io.writer import (StagedDirectory, encode, hash_file, rewrite_safetensors, step_toward,
-                                 verify_file)
+from normscope.io.staging import StagedDirectory
+from normscope.io.writer import encode, hash_file, rewrite_safetensors, step_toward, verify_file
 
 
 def _float32_cases(n: int = 1 << 20) -> np.ndarray:
@@ -242,9 +242,9 @@ def test_rewrite_of_a_real_multi_dtype_file_keeps_metadata(tmp_path):
 
 
 def test_replace_without_an_atomic_exchange_falls_back_to_two_renames(tmp_path, monkeypatch):
-    import normscope.io.writer as writer
+    import normscope.io.staging as staging
 
-    monkeypatch.setattr(writer, "_exchange", lambda a, b: False)  # e.g. a filesystem without RENAME_EXCHANGE
+    monkeypatch.setattr(staging, "_exchange", lambda a, b: False)  # e.g. a filesystem without RENAME_EXCHANGE
     target = tmp_path / "out"
     target.mkdir()
     (target / "marker.json").write_text("{}")

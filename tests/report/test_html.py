@@ -26,6 +26,8 @@ from normscope.report.tables import Table
 
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path(__file__).resolve().parents[2]
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = write_model(tmp_path_factory.mktemp("html") / "tiny", gemma_tensors(), GEMMA_CONFIG, "BF16")

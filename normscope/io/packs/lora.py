@@ -30,7 +30,8 @@ from ..checkpoint import Checkpoint, TensorEntry
 from ..safetensors_file import SafetensorsCheckpoint
 from .base import Logical, PackedCheckpoint, logical_entry, read_rows, read_small, round_to
 
-__all__ = ["apply_adapter", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "is_adapter_dir", "lora_scale"]
+__all__ = ["apply_adapter", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "is_adapter_dir", "lora_scale", "MergedWeight",
+           "MergedBias", "SavedWeight"]
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

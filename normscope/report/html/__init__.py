@@ -6,6 +6,7 @@ registered results on one page. See docs/reports.md.
 """
 
 from .analyze import analyze_html, analyze_sections, norm_gain_grid, outlier_grid
+from .check import check_sections
 from .clip import clip_sections, sweep_sections
 from .compare import compare_sections
 from .forward import forward_sections
@@ -16,6 +17,6 @@ from .registry import register_sections, report_html, sections_for
 from .simulate import simulate_sections
 
 __all__ = ["Block", "Card", "Figure", "Grid", "Note", "Notes", "Section", "Text", "analyze_html", "analyze_sections",
-           "clip_sections", "compare_sections", "forward_sections", "html_page", "layer_grid", "norm_gain_grid",
+           "check_sections", "clip_sections", "compare_sections", "forward_sections", "html_page", "layer_grid", "norm_gain_grid",
            "outlier_grid", "recipe_sections", "register_sections", "report_html", "sections_for", "simulate_sections",
            "sweep_sections"]

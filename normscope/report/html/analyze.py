@@ -9,8 +9,9 @@ from pathlib import PurePath
 
 from ...results import AnalyzeResult
 from .. import plots
+from ..analyze import analyze_tables
 from ..fmt import count, num, pct, size
-from ..tables import Table, analyze_tables
+from ..tables import Table
 from .grid import Grid, layer_grid
 from .page import Card, Figure, Note, Notes, Section, Text
 from .registry import register_sections, report_html

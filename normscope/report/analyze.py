@@ -1,0 +1,89 @@
+"""analyze results as tables (terminal and Markdown share them), header lines and notes."""
+
+from __future__ import annotations
+
+from ..results import AnalyzeResult
+from .fmt import count, num, pct, size
+from .markdown import md_table
+from .tables import Table
+from .terminal import render_tables
+from .text import register_text
+
+__all__ = ["analyze_header", "analyze_tables", "analyze_terminal", "analyze_markdown"]
+
+
+def analyze_header(r: AnalyzeResult) -> list[str]:
+    """The summary lines above the tables."""
+    s = r.summary
+    arch = f"{s.architecture} (from {s.architecture_source})"
+    dtypes = ", ".join(f"{k} {pct(v, s.n_params)}" for k, v in s.params_by_dtype.items())
+    lines = [
+        f"source: {r.source.spec or r.source.path} ({r.source.format})",
+        f"architecture: {arch} · {s.n_layers if s.n_layers is not None else '?'} layers · {count(s.n_params)} "
+        f"parameters · {size(s.bytes_on_disk)} on disk · {'tied' if s.tied_embeddings else 'untied'} embeddings",
+        f"dtypes: {dtypes}",
+    ]
+    bad = [t for t in r.tensors for st in (t.norm, t.weight) if st and (st.nan_count or st.inf_count)]
+    if bad:
+        lines.append(f"NON-FINITE VALUES in {len(bad)} tensors: the checkpoint is damaged")
+    return lines
+
+
+def analyze_tables(r: AnalyzeResult, top: int = 10) -> list[Table]:
+    """Top norms by max |gain|, top weights by |w|max/σ, NaN/Inf tensors, parameters by role."""
+    norms = sorted((t for t in r.tensors if t.norm), key=lambda t: -t.norm.max_abs_gain)
+    norm_rows = tuple(
+        (t.name, t.norm.convention.value, num(t.norm.stored_max), num(t.norm.gain_max), num(t.norm.gain_min),
+         num(t.norm.gain_p99), str(t.norm.negative_gain_count))
+        for t in norms[:top])
+    weights = sorted((t for t in r.tensors if t.weight and t.weight.std == t.weight.std and t.weight.std > 0),
+                     key=lambda t: -t.weight.absmax_over_std)
+    weight_rows = tuple(
+        (t.name, t.role.value, "×".join(map(str, t.shape)), t.dtype, num(t.weight.absmax), num(t.weight.std),
+         num(t.weight.absmax_over_std, 3), num(t.weight.excess_kurtosis, 3), count(t.weight.outlier_count))
+        for t in weights[:top])
+    sigma = num(r.options.get("outlier_sigma", 6.0))
+    tables = [
+        Table(f"Norm gains in their convention (top {len(norm_rows)} of {len(norms)} by max |gain|)",
+              ("tensor", "convention", "stored max", "gain max", "gain min", "|gain| p99", "neg"), norm_rows,
+              "llrrrrr"),
+        Table(f"Largest weights against their spread (top {len(weight_rows)} of {len(weights)} by |w|max/σ)",
+              ("tensor", "role", "shape", "dtype", "|w| max", "σ", "max/σ", "kurtosis", f">{sigma}σ"),
+              weight_rows, "lllrrrrrr"),
+    ]
+    bad = [(t.name, st.nan_count, st.inf_count) for t in r.tensors for st in (t.norm, t.weight)
+           if st and (st.nan_count or st.inf_count)]
+    if bad:
+        tables.insert(0, Table("Tensors with NaN or Inf", ("tensor", "NaN", "Inf"),
+                               tuple((n, count(a), count(b)) for n, a, b in bad), "lrr"))
+    total = r.summary.n_params
+    tables.append(Table("Parameters by role", ("role", "parameters", "share"),
+                        tuple((k, count(v), pct(v, total)) for k, v in r.summary.params_by_role.items()), "lrr"))
+    return tables
+
+
+def analyze_terminal(r: AnalyzeResult, top: int = 10, width: int = 120, color: bool = False,
+                     max_explanations: int = 12) -> str:
+    """The analyze summary as shown by `normscope analyze`."""
+    notes = [("warning", w) for w in r.warnings]
+    ranked = sorted(r.explanations, key=lambda e: {"error": 0, "warning": 1}.get(e.severity, 2))
+    notes += [(e.severity, f"{e.tensor}: {e.text}") for e in ranked[:max_explanations]]
+    if len(ranked) > max_explanations:
+        notes.append(("info", f"{len(ranked) - max_explanations} more explanations in --json / --md output"))
+    return render_tables(analyze_header(r), analyze_tables(r, top), notes, width, color)
+
+
+def analyze_markdown(r: AnalyzeResult, top: int = 10) -> str:
+    """The analyze report as Markdown: summary, top tables, every explanation."""
+    parts = ["## normscope analyze", ""]
+    parts += [f"- {line}" for line in analyze_header(r)]
+    parts += [f"- **warning**: {w}" for w in r.warnings]
+    parts.append("")
+    parts += [md for t in analyze_tables(r, top) if (md := md_table(t))]
+    if r.explanations:
+        parts.append(f"### Explanations ({len(r.explanations)})\n")
+        parts += [f"- **{e.severity}** `{e.tensor}`: {e.text}" for e in r.explanations]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+register_text(AnalyzeResult, terminal=analyze_terminal, markdown=analyze_markdown)
