@@ -31,7 +31,21 @@ def gemma_gguf() -> Path:
     return example_path("gemma3-270m", cache_dir())
 
 
-EXPORT_VERSION = "v2"
+EXPORT_VERSION = "v3"
+
+# google/gemma-3-270m's config.json, written by normscope rather than by transformers (whose to_dict() changes
+# from release to release, and with it the file's hash that docs/clip.md pastes). transformers reads it.
+GEMMA_CONFIG = {
+    "_sliding_window_pattern": 6, "architectures": ["Gemma3ForCausalLM"], "attention_bias": False,
+    "attention_dropout": 0.0, "attn_logit_softcapping": None, "bos_token_id": 2, "eos_token_id": 1,
+    "final_logit_softcapping": None, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 640,
+    "initializer_range": 0.02, "intermediate_size": 2048,
+    "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 3, "max_position_embeddings": 32768,
+    "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 18, "num_key_value_heads": 1,
+    "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000.0,
+    "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": 512, "torch_dtype": "bfloat16",
+    "use_bidirectional_attention": False, "use_cache": True, "vocab_size": 262144,
+}
 
 
 def gemma_hf() -> Path:
@@ -59,11 +73,9 @@ def gemma_hf() -> Path:
         total = sum(v.numel() * v.element_size() for v in state.values())
         (tmp / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-        config = model.config.to_dict()
-        config.pop("quantization_config", None)
-        config.pop("_name_or_path", None)  # the GGUF's directory: it would make every machine's export differ
-        config["architectures"] = ["Gemma3ForCausalLM"]  # as google/gemma-3-270m's own config.json
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        facts = model.config
+        assert (facts.hidden_size, facts.num_hidden_layers, facts.vocab_size) == (640, 18, 262144)
+        (tmp / "config.json").write_text(json.dumps(GEMMA_CONFIG, indent=2, sort_keys=True) + "\n")
         model.generation_config.to_json_file(str(tmp / "generation_config.json"))
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
         os.replace(tmp, target)
