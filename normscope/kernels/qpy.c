@@ -6,18 +6,16 @@
 #include "qtypes.h"
 
 /* Types whose tables are set up (init run once, with the GIL held). */
-static unsigned char inited[64];
+static unsigned char inited[128];
 
-static const ns_qtype *lookup(const char *name, int *index) {
+static const ns_qtype *lookup(const char *name, int *index, int need_init) {
     for (int i = 0; i < NS_N_QTYPES; i++) {
         if (strcmp(NS_QTYPES[i]->name, name) == 0) {
             const ns_qtype *t = NS_QTYPES[i];
-            if (t->init && !inited[i]) {
-                if (t->init() != 0) {
-                    PyErr_Format(PyExc_MemoryError, "%s: cannot set up its tables", name);
-                    return NULL;
-                }
-                inited[i] = 1;
+            if (t->init && !inited[i] && need_init) {
+                PyErr_Format(PyExc_RuntimeError, "%s: its grid is not loaded (call _kernels.init_type first; "
+                             "normscope.quant does)", name);
+                return NULL;
             }
             if (index)
                 *index = i;
@@ -70,18 +68,51 @@ static int byte_rows(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_
     return 0;
 }
 
+const char ns_py_init_type_doc[] =
+    "init_type(name, data) -> bool\n--\n\n"
+    "Set up a lattice type's tables from its published grid `data` (bytes-like); a no-op returning\n"
+    "False for a type without tables or one already set up. Raises ValueError when `data` is not the\n"
+    "grid the type expects.";
+
+PyObject *ns_py_init_type(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *name;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "sy*", &name, &data))
+        return NULL;
+    int i;
+    const ns_qtype *t = lookup(name, &i, 0);
+    PyObject *result = NULL;
+    if (!t)
+        goto done;
+    if (!t->init || inited[i]) {
+        result = Py_NewRef(Py_False);
+        goto done;
+    }
+    if (t->init((const uint8_t *)data.buf, data.len) != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes are not its grid", name, data.len);
+        goto done;
+    }
+    inited[i] = 1;
+    result = Py_NewRef(Py_True);
+done:
+    PyBuffer_Release(&data);
+    return result;
+}
+
 const char ns_py_qtypes_doc[] =
     "qtypes() -> list[tuple]\n--\n\n"
     "The kernel table: (name, ggml type number, values per block, bytes per block, importance matrix\n"
-    "(0 ignored, 1 used, 2 required), byte offset of the fp16 block scale or -1) per type.";
+    "(0 ignored, 1 used, 2 required), byte offset of the fp16 block scale or -1, whether it needs\n"
+    "`init_type` with its grid first) per type.";
 
 PyObject *ns_py_qtypes(PyObject *self, PyObject *unused) {
     (void)self, (void)unused;
     PyObject *out = PyList_New(NS_N_QTYPES);
     for (int i = 0; out && i < NS_N_QTYPES; i++) {
         const ns_qtype *t = NS_QTYPES[i];
-        PyObject *row = Py_BuildValue("(siiiii)", t->name, t->ggml_type, t->block_size, t->type_size, t->imatrix,
-                                      t->scale_offset);
+        PyObject *row = Py_BuildValue("(siiiiii)", t->name, t->ggml_type, t->block_size, t->type_size, t->imatrix,
+                                      t->scale_offset, t->init != NULL);
         if (!row) {
             Py_DECREF(out);
             return NULL;
@@ -105,7 +136,7 @@ PyObject *ns_py_quantize(PyObject *self, PyObject *args, PyObject *kwargs) {
     Py_ssize_t n_per_row;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sOOn|O", kw, &name, &x_obj, &out_obj, &n_per_row, &qw_obj))
         return NULL;
-    const ns_qtype *t = lookup(name, NULL);
+    const ns_qtype *t = lookup(name, NULL, 1);
     if (!t)
         return NULL;
     Py_buffer xb, ob, qb;
@@ -166,7 +197,7 @@ PyObject *ns_py_dequantize(PyObject *self, PyObject *args) {
     Py_ssize_t n_per_row;
     if (!PyArg_ParseTuple(args, "sOOn", &name, &raw_obj, &out_obj, &n_per_row))
         return NULL;
-    const ns_qtype *t = lookup(name, NULL);
+    const ns_qtype *t = lookup(name, NULL, 1);
     if (!t)
         return NULL;
     Py_buffer yb, rb;

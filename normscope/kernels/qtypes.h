@@ -21,8 +21,10 @@
 typedef int (*ns_quantize_row_fn)(const float *x, uint8_t *y, int64_t n, const float *qw);
 /* ggml's bytes of n values back to float32, as ggml's dequantize_row_* reads them. */
 typedef void (*ns_dequantize_row_fn)(const uint8_t *x, float *y, int64_t n);
-/* One-time set-up of a type's tables (lattice grids); 0 on success. Called with the GIL held. */
-typedef int (*ns_init_fn)(void);
+/* One-time set-up of a type's tables (a lattice type's grid and its neighbour tables) from `data`, the
+ * published grid as normscope.quant hands it over (from gguf-py); 0 on success, -1 when `data` is not the
+ * expected grid. Called with the GIL held, before any quantize or dequantize of the type. */
+typedef int (*ns_init_fn)(const uint8_t *data, int64_t nbytes);
 
 enum { NS_IMATRIX_IGNORED = 0, NS_IMATRIX_USED = 1, NS_IMATRIX_REQUIRED = 2 };
 
@@ -35,7 +37,7 @@ typedef struct {
     int scale_offset;   /* byte offset of the block's fp16 scale d (block health), -1 when there is none */
     ns_quantize_row_fn quantize;
     ns_dequantize_row_fn dequantize;
-    ns_init_fn init;    /* NULL: nothing to set up */
+    ns_init_fn init;    /* NULL: nothing to set up; else `_kernels.init_type(name, data)` must run first */
 } ns_qtype;
 
 extern const ns_qtype *const NS_QTYPES[];

@@ -16,9 +16,12 @@ from hypothesis.extra import numpy as hnp
 
 from ggml_ref import adversarial, ggml_quantize
 from normscope import _kernels
+from normscope.quant.grids import load_grid
 
 TABLE = {name: (ggml_type, block, size, imatrix, offset)
-         for name, ggml_type, block, size, imatrix, offset in _kernels.qtypes()}
+         for name, ggml_type, block, size, imatrix, offset, _ in _kernels.qtypes()}
+for _name in TABLE:
+    load_grid(_name)
 TYPES = sorted(TABLE)
 WEIGHTED = [t for t in TYPES if TABLE[t][3] > 0]
 OPTIONAL = [t for t in TYPES if TABLE[t][3] < 2]  # quantizable without an importance matrix
