@@ -1,8 +1,24 @@
-/* The legacy 32-value block types: Q8_0 (and, to come, Q4_0, Q4_1, Q5_0, Q5_1 with their weighted paths).
+/* The legacy 32-value block types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
  *
- * ref: ggml/src/ggml-quants.c quantize_row_q8_0_ref, dequantize_row_q8_0.
+ * Without importance weights the quantize_row_*_ref algorithms; with them (all but Q8_0, which ignores
+ * them) quantize_row_*_impl: value j of the row weighs qw[j] * sqrt(sigma2 + x[j]^2), sigma2 the mean of
+ * x^2 over the whole row; the symmetric types (Q4_0, Q5_0) search with make_qx_quants, the affine ones
+ * (Q4_1, Q5_1) with make_qkx3_quants.
+ *
+ * Block layouts (bytes): Q4_0 18: d, qs[16]; Q4_1 20: d, m, qs[16]; Q5_0 22: d, qh[4], qs[16];
+ * Q5_1 24: d, m, qh[4], qs[16]; Q8_0 34: d, qs[32]. qs byte j holds value j (low nibble) and j + 16;
+ * qh is a little-endian uint32 whose bit j is bit 4 of value j.
+ *
+ * ref: ggml/src/ggml-quants.c quantize_row_q{4_0,4_1,5_0,5_1,8_0}_ref, quantize_row_q{4_0,4_1,5_0,5_1}_impl,
+ *      quantize_q{4_0,4_1,5_0,5_1,8_0}, dequantize_row_q{4_0,4_1,5_0,5_1,8_0}.
  */
+#include <float.h>
+
+#include "qsearch.h"
 #include "qtypes.h"
+
+#define QK 32 /* QK4_0 = QK4_1 = QK5_0 = QK5_1 */
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 #define QK8_0 32
 
@@ -32,3 +48,209 @@ static void dequantize_q8_0(const uint8_t *x, float *y, int64_t n) {
 
 const ns_qtype NS_QTYPE_Q8_0 = {"Q8_0", 8, QK8_0, 2 + QK8_0, NS_IMATRIX_IGNORED, 0, quantize_q8_0, dequantize_q8_0,
                                 NULL};
+
+/* ---- shared pieces ------------------------------------------------------------------------------------ */
+
+/* The value of largest |x| in the block, the first on ties (`if (amax < fabsf(v))`), +0 when all are 0. */
+static inline float signed_absmax(const float *x) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < QK; j++) {
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    return max;
+}
+
+static inline void min_max(const float *x, float *lo, float *hi) {
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int j = 0; j < QK; j++) {
+        if (x[j] < min)
+            min = x[j];
+        if (x[j] > max)
+            max = x[j];
+    }
+    *lo = min;
+    *hi = max;
+}
+
+/* 32 levels to qs[16] (value j low nibble, j + 16 high) and, for 5-bit types, bit 4 of each into qh.
+ * mask: 0x0F for 5-bit levels; 4-bit levels go in unmasked, as ggml ORs them. */
+static inline void pack_nibbles(const uint8_t *q, uint8_t *qs, unsigned mask) {
+    for (int j = 0; j < QK / 2; j++)
+        qs[j] = (uint8_t)((q[j] & mask) | ((q[j + QK / 2] & mask) << 4));
+}
+
+static inline void put_high_bits(const uint8_t *q, uint8_t *qh) {
+    uint32_t h = 0;
+    for (int j = 0; j < QK; j++)
+        h |= (uint32_t)((q[j] & 0x10u) >> 4) << j;
+    memcpy(qh, &h, 4);
+}
+
+/* The weighted paths' sigma2: mean of x^2 over the whole row, summed in order. */
+static float row_sigma2(const float *x, int64_t n) {
+    float sum_x2 = 0;
+    for (int64_t j = 0; j < n; j++)
+        sum_x2 += x[j] * x[j];
+    return sum_x2 / n;
+}
+
+static inline void block_weights(const float *x, const float *qw, float sigma2, float *w) {
+    for (int j = 0; j < QK; j++)
+        w[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
+}
+
+/* ---- Q4_0 and Q5_0: symmetric, d = max / -(2^(bits-1)) ------------------------------------------------ */
+
+/* ref: levels (int8_t)(x * id + 2^(bits-1) + 0.5) capped at 2^bits - 1 (truncation toward zero, as the
+ * cast does; a NaN or infinite product is whatever the conversion gives, as in ggml). */
+static void ref_symmetric(const float *x, uint8_t *y, int bits, uint8_t *q) {
+    const float max = signed_absmax(x);
+    const float d = max / (bits == 4 ? -8 : -16), id = d ? 1.0f / d : 0.0f;
+    const float bias = bits == 4 ? 8.5f : 16.5f;
+    const int top = (1 << bits) - 1;
+    ns_put_fp16(y, d);
+    for (int j = 0; j < QK; j++)
+        q[j] = (uint8_t)MIN(top, (int8_t)(x[j] * id + bias));
+}
+
+static int quantize_q4_0(const float *x, uint8_t *y, int64_t n, const float *qw) {
+    const float sigma2 = qw ? row_sigma2(x, n) : 0.0f;
+    for (int64_t b = 0; b < n / QK; b++, x += QK, y += 18) {
+        uint8_t q[QK];
+        if (qw) {
+            float w[QK];
+            int8_t L[QK];
+            block_weights(x, qw + b * QK, sigma2, w);
+            ns_put_fp16(y, ns_make_qx_quants(QK, 8, x, L, 1, w));
+            memcpy(q, L, QK);
+        } else {
+            ref_symmetric(x, y, 4, q);
+        }
+        pack_nibbles(q, y + 2, 0xFF);
+    }
+    return 0;
+}
+
+static int quantize_q5_0(const float *x, uint8_t *y, int64_t n, const float *qw) {
+    const float sigma2 = qw ? row_sigma2(x, n) : 0.0f;
+    for (int64_t b = 0; b < n / QK; b++, x += QK, y += 22) {
+        uint8_t q[QK];
+        if (qw) {
+            float w[QK];
+            int8_t L[QK];
+            block_weights(x, qw + b * QK, sigma2, w);
+            ns_put_fp16(y, ns_make_qx_quants(QK, 16, x, L, 1, w));
+            memcpy(q, L, QK);
+        } else {
+            ref_symmetric(x, y, 5, q);
+        }
+        put_high_bits(q, y + 2);
+        pack_nibbles(q, y + 6, 0x0F);
+    }
+    return 0;
+}
+
+/* ---- Q4_1 and Q5_1: affine, d = (max - min) / (2^bits - 1), m = min -------------------------------------- */
+
+/* ref: levels (x - min) * id + 0.5 truncated: through int8_t and capped at 15 for Q4_1, straight to
+ * uint8_t for Q5_1 (as ggml writes them). */
+static void ref_affine(const float *x, uint8_t *y, int bits, uint8_t *q) {
+    float min, max;
+    min_max(x, &min, &max);
+    const float d = (max - min) / ((1 << bits) - 1), id = d ? 1.0f / d : 0.0f;
+    ns_put_fp16(y, d);
+    ns_put_fp16(y + 2, min);
+    if (bits == 4)
+        for (int j = 0; j < QK; j++)
+            q[j] = (uint8_t)MIN(15, (int8_t)((x[j] - min) * id + 0.5f));
+    else
+        for (int j = 0; j < QK; j++)
+            q[j] = (uint8_t)((x[j] - min) * id + 0.5f);
+}
+
+static void impl_affine(const float *x, uint8_t *y, const float *qw, float sigma2, int nmax, uint8_t *q) {
+    float w[QK], min;
+    block_weights(x, qw, sigma2, w);
+    const float d = ns_make_qkx3_quants(QK, nmax, x, w, q, &min, -0.9f, 0.05f, 36, 0);
+    ns_put_fp16(y, d);
+    ns_put_fp16(y + 2, -min);
+}
+
+static int quantize_q4_1(const float *x, uint8_t *y, int64_t n, const float *qw) {
+    const float sigma2 = qw ? row_sigma2(x, n) : 0.0f;
+    for (int64_t b = 0; b < n / QK; b++, x += QK, y += 20) {
+        uint8_t q[QK];
+        if (qw)
+            impl_affine(x, y, qw + b * QK, sigma2, 15, q);
+        else
+            ref_affine(x, y, 4, q);
+        pack_nibbles(q, y + 4, 0xFF);
+    }
+    return 0;
+}
+
+static int quantize_q5_1(const float *x, uint8_t *y, int64_t n, const float *qw) {
+    const float sigma2 = qw ? row_sigma2(x, n) : 0.0f;
+    for (int64_t b = 0; b < n / QK; b++, x += QK, y += 24) {
+        uint8_t q[QK];
+        if (qw)
+            impl_affine(x, y, qw + b * QK, sigma2, 31, q);
+        else
+            ref_affine(x, y, 5, q);
+        put_high_bits(q, y + 4);
+        pack_nibbles(q, y + 8, 0x0F);
+    }
+    return 0;
+}
+
+/* ---- dequantize --------------------------------------------------------------------------------------- */
+
+/* Level j of a block: its nibble, plus bit j of qh (shifted to 16) for 5-bit types. */
+static inline int level(const uint8_t *qs, uint32_t qh, int j) {
+    const int nib = j < QK / 2 ? qs[j] & 0x0F : qs[j - QK / 2] >> 4;
+    return nib | (int)(((qh >> j) & 1) << 4);
+}
+
+static void dequantize_q4_0(const uint8_t *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK; b++, x += 18, y += QK) {
+        const float d = ns_get_fp16(x);
+        for (int j = 0; j < QK; j++)
+            y[j] = (level(x + 2, 0, j) - 8) * d;
+    }
+}
+
+static void dequantize_q4_1(const uint8_t *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK; b++, x += 20, y += QK) {
+        const float d = ns_get_fp16(x), m = ns_get_fp16(x + 2);
+        for (int j = 0; j < QK; j++)
+            y[j] = level(x + 4, 0, j) * d + m;
+    }
+}
+
+static void dequantize_q5_0(const uint8_t *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK; b++, x += 22, y += QK) {
+        const float d = ns_get_fp16(x);
+        uint32_t qh;
+        memcpy(&qh, x + 2, 4);
+        for (int j = 0; j < QK; j++)
+            y[j] = (level(x + 6, qh, j) - 16) * d;
+    }
+}
+
+static void dequantize_q5_1(const uint8_t *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK; b++, x += 24, y += QK) {
+        const float d = ns_get_fp16(x), m = ns_get_fp16(x + 2);
+        uint32_t qh;
+        memcpy(&qh, x + 4, 4);
+        for (int j = 0; j < QK; j++)
+            y[j] = level(x + 8, qh, j) * d + m;
+    }
+}
+
+const ns_qtype NS_QTYPE_Q4_0 = {"Q4_0", 2, QK, 18, NS_IMATRIX_USED, 0, quantize_q4_0, dequantize_q4_0, NULL};
+const ns_qtype NS_QTYPE_Q4_1 = {"Q4_1", 3, QK, 20, NS_IMATRIX_USED, 0, quantize_q4_1, dequantize_q4_1, NULL};
+const ns_qtype NS_QTYPE_Q5_0 = {"Q5_0", 6, QK, 22, NS_IMATRIX_USED, 0, quantize_q5_0, dequantize_q5_0, NULL};
+const ns_qtype NS_QTYPE_Q5_1 = {"Q5_1", 7, QK, 24, NS_IMATRIX_USED, 0, quantize_q5_1, dequantize_q5_1, NULL};

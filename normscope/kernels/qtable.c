@@ -3,11 +3,22 @@
 
 extern const ns_qtype NS_QTYPE_F16, NS_QTYPE_BF16;
 extern const ns_qtype NS_QTYPE_Q8_0;
+extern const ns_qtype NS_QTYPE_Q4_0, NS_QTYPE_Q4_1, NS_QTYPE_Q5_0, NS_QTYPE_Q5_1;
+extern const ns_qtype NS_QTYPE_Q2_K, NS_QTYPE_Q3_K, NS_QTYPE_Q4_K, NS_QTYPE_Q5_K, NS_QTYPE_Q6_K;
 
 const ns_qtype *const NS_QTYPES[] = {
     &NS_QTYPE_F16,
     &NS_QTYPE_BF16,
     &NS_QTYPE_Q8_0,
+    &NS_QTYPE_Q4_0,
+    &NS_QTYPE_Q4_1,
+    &NS_QTYPE_Q5_0,
+    &NS_QTYPE_Q5_1,
+    &NS_QTYPE_Q2_K,
+    &NS_QTYPE_Q3_K,
+    &NS_QTYPE_Q4_K,
+    &NS_QTYPE_Q5_K,
+    &NS_QTYPE_Q6_K,
 };
 const int NS_N_QTYPES = (int)(sizeof NS_QTYPES / sizeof NS_QTYPES[0]);
 
