@@ -19,6 +19,16 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b)) /* ggml-impl.h's, NaN behaviour included */
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #define INLINE static inline __attribute__((always_inline))
+/* On a loop over lanes: keep it a loop (GCC would unroll it into scalar code), so it is vectorized. */
+#define LANE_LOOP _Pragma("GCC unroll 1")
+
+/* MAX(lo, MIN(hi, l)) of an int level, as a float: l converts exactly (|l| <= 2^22), so clamping the
+ * float gives the float of the clamped int; in float the compiler keeps it in vector registers. */
+static inline float clamp_level(int l, float lo, float hi) {
+    float f = (float)l;
+    f = f < lo ? lo : f;
+    return f > hi ? hi : f;
+}
 
 /* ---- make_qx_quants ---------------------------------------------------------------------------------- */
 
@@ -202,13 +212,14 @@ INLINE void qkx_lanes(int n, int nmax, const float *x, const float *w, float min
         iscale[k] = (rmin + rdelta * is + nmax) / (max - min);
         sum_l[k] = sum_l2[k] = sum_xl[k] = 0.0f;
     }
+    const float top = (float)nmax;
     for (int i = 0; i < n; i++) {
         const float xi = x[i], xm = x[i] - min, wi = w[i];
         float *li = lf + i * QKX_W;
+        LANE_LOOP
         for (int k = 0; k < QKX_W; k++) {
-            int l = ns_nearest_int(iscale[k] * xm);
-            l = MAX(0, MIN(nmax, l));
-            const float fl = (float)l, wl = wi * fl;
+            const float fl = clamp_level(ns_nearest_int(iscale[k] * xm), 0.0f, top);
+            const float wl = wi * fl;
             li[k] = fl;
             sum_l[k] += wl;
             sum_l2[k] += wl * fl;
@@ -232,9 +243,11 @@ INLINE void qkx_lanes(int n, int nmax, const float *x, const float *w, float min
         const float xi = x[i], wi = w[i];
         const float *li = lf + i * QKX_W;
         if (use_mad) {
+            LANE_LOOP
             for (int k = 0; k < QKX_W; k++)
                 err[k] += wi * fabsf(scale[k] * li[k] + mn[k] - xi);
         } else {
+            LANE_LOOP
             for (int k = 0; k < QKX_W; k++) {
                 const float diff = scale[k] * li[k] + mn[k] - xi;
                 err[k] += wi * (diff * diff);
