@@ -22,6 +22,14 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* MAX(lo, MIN(hi, l)) of an int level as a float: l converts exactly (|l| <= 2^22), so this is the float
+ * of the clamped int, in a form the compiler vectorizes. */
+static inline float clamp_level(int l, float lo, float hi) {
+    float f = (float)l;
+    f = f < lo ? lo : f;
+    return f > hi ? hi : f;
+}
+
 enum { Q2_K_SIZE = 84, Q3_K_SIZE = 110, Q4_K_SIZE = 144, Q5_K_SIZE = 176, Q6_K_SIZE = 210 };
 
 /* Levels L[256] (0..3) to qs[64]: byte l of each 32-byte half holds values l, l+32, l+64, l+96. */
@@ -189,7 +197,8 @@ static void dequantize_q2_K(const uint8_t *x, float *y, int64_t n) {
 /* ---- Q3_K --------------------------------------------------------------------------------------------- */
 
 /* Requantize with the stored scales, then levels 0..7 into hmask (bit 2; value j in byte j % 32, bit
- * j / 32) and qs (bits 0-1). */
+ * j / 32) and qs (bits 0-1). Levels are always 0..7 here (the searches give l + 4, l in [-4, 3], or 0),
+ * so ggml's `if (L > 3) { set the bit; L -= 4; }` is bit 2 and the low two bits. */
 static void q3_K_finish(const float *x, uint8_t *y, int8_t *L) {
     const uint8_t *s = y + 96;
     const float dall = ns_get_fp16(y + 108);
@@ -197,21 +206,18 @@ static void q3_K_finish(const float *x, uint8_t *y, int8_t *L) {
         const float d = dall * get_scale_q3(s, j);
         if (!d)
             continue;
-        for (int ii = 0; ii < 16; ii++) {
-            const int l = ns_nearest_int(x[16 * j + ii] / d);
-            L[16 * j + ii] = (int8_t)(MAX(-4, MIN(3, l)) + 4);
-        }
+        for (int ii = 0; ii < 16; ii++)
+            L[16 * j + ii] = (int8_t)(clamp_level(ns_nearest_int(x[16 * j + ii] / d), -4.0f, 3.0f) + 4.0f);
     }
     uint8_t *hmask = y, Lu[QK_K];
-    memset(hmask, 0, QK_K / 8);
-    for (int j = 0; j < QK_K; j++) {
-        int l = L[j];
-        if (l > 3) {
-            hmask[j % 32] |= (uint8_t)(1 << (j / 32));
-            l -= 4;
-        }
-        Lu[j] = (uint8_t)l;
+    for (int m = 0; m < 32; m++) {
+        unsigned h = 0;
+        for (int g = 0; g < 8; g++)
+            h |= (unsigned)((L[32 * g + m] >> 2) & 1) << g;
+        hmask[m] = (uint8_t)h;
     }
+    for (int j = 0; j < QK_K; j++)
+        Lu[j] = (uint8_t)(L[j] & 3);
     pack_2bit(Lu, y + 32);
 }
 
@@ -219,8 +225,8 @@ static void q3_K_ref(const float *x, uint8_t *y) {
     int8_t L[QK_K];
     float scales[16];
     float max_scale = 0, amax = 0;
+    ns_make_q3_quants_blocks(16, 16, 4, x, L, scales);
     for (int j = 0; j < 16; j++) {
-        scales[j] = ns_make_q3_quants(16, 4, x + 16 * j, L + 16 * j, 1);
         const float scale = fabsf(scales[j]);
         if (scale > amax) {
             amax = scale;

@@ -19,6 +19,8 @@
 
 #define QK 32 /* QK4_0 = QK4_1 = QK5_0 = QK5_1 */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+/* On a loop over lanes: keep it a loop (GCC would unroll it into scalar code), so it is vectorized. */
+#define LANE_LOOP _Pragma("GCC unroll 1")
 
 #define QK8_0 32
 
@@ -51,28 +53,65 @@ const ns_qtype NS_QTYPE_Q8_0 = {"Q8_0", 8, QK8_0, 2 + QK8_0, NS_IMATRIX_IGNORED,
 
 /* ---- shared pieces ------------------------------------------------------------------------------------ */
 
-/* The value of largest |x| in the block, the first on ties (`if (amax < fabsf(v))`), +0 when all are 0. */
+/* The value of largest |x| in the block, the first on ties, +0 when all are 0: what ggml's
+ * `if (amax < fabsf(v)) { amax = fabsf(v); max = v; }` leaves. The largest and smallest values (from 0,
+ * NaN skipped) are exact in any order, so they run in 8 independent lanes; amax is the larger of max
+ * and -min, and max is +-amax, with the sign of the first value of that magnitude when both occur. */
 static inline float signed_absmax(const float *x) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < QK; j++) {
-        if (amax < fabsf(x[j])) {
-            amax = fabsf(x[j]);
-            max = x[j];
+    float hi[8] = {0}, lo[8] = {0};
+    for (int j = 0; j < QK; j += 8)
+        LANE_LOOP
+        for (int k = 0; k < 8; k++) {
+            hi[k] = x[j + k] > hi[k] ? x[j + k] : hi[k];
+            lo[k] = x[j + k] < lo[k] ? x[j + k] : lo[k];
         }
+    float max = 0.0f, min = 0.0f;
+    for (int k = 0; k < 8; k++) {
+        max = hi[k] > max ? hi[k] : max;
+        min = lo[k] < min ? lo[k] : min;
     }
-    return max;
+    const float amax = max > -min ? max : -min;
+    if (amax == 0.0f)
+        return 0.0f;
+    const int pos = max == amax, neg = -min == amax;
+    if (pos != neg)
+        return pos ? amax : -amax;
+    int j = 0;
+    while (fabsf(x[j]) != amax)
+        j++;
+    return x[j];
 }
 
+/* The first zero of the block (+0 or -0): a running min or max that ends at 0 stopped at the first one. */
+static inline float first_zero(const float *x) {
+    int j = 0;
+    while (x[j] != 0.0f)
+        j++;
+    return x[j];
+}
+
+/* min and max as ggml's `if (v < min) min = v; if (v > max) max = v;` from FLT_MAX, -FLT_MAX find them:
+ * exact in any order (NaN skipped either way) but for the sign of a zero result, taken from the first
+ * zero as the sequential loop does. */
 static inline void min_max(const float *x, float *lo, float *hi) {
-    float min = FLT_MAX, max = -FLT_MAX;
-    for (int j = 0; j < QK; j++) {
-        if (x[j] < min)
-            min = x[j];
-        if (x[j] > max)
-            max = x[j];
+    float mn[8], mx[8];
+    for (int k = 0; k < 8; k++) {
+        mn[k] = FLT_MAX;
+        mx[k] = -FLT_MAX;
     }
-    *lo = min;
-    *hi = max;
+    for (int j = 0; j < QK; j += 8)
+        LANE_LOOP
+        for (int k = 0; k < 8; k++) {
+            mn[k] = x[j + k] < mn[k] ? x[j + k] : mn[k];
+            mx[k] = x[j + k] > mx[k] ? x[j + k] : mx[k];
+        }
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int k = 0; k < 8; k++) {
+        min = mn[k] < min ? mn[k] : min;
+        max = mx[k] > max ? mx[k] : max;
+    }
+    *lo = min == 0.0f ? first_zero(x) : min;
+    *hi = max == 0.0f ? first_zero(x) : max;
 }
 
 /* 32 levels to qs[16] (value j low nibble, j + 16 high) and, for 5-bit types, bit 4 of each into qh.
@@ -83,10 +122,13 @@ static inline void pack_nibbles(const uint8_t *q, uint8_t *qs, unsigned mask) {
 }
 
 static inline void put_high_bits(const uint8_t *q, uint8_t *qh) {
-    uint32_t h = 0;
-    for (int j = 0; j < QK; j++)
-        h |= (uint32_t)((q[j] & 0x10u) >> 4) << j;
-    memcpy(qh, &h, 4);
+    for (int g = 0; g < 4; g++) {
+        uint64_t v = 0; /* bytes 8g..8g+7, little-endian */
+        for (int k = 0; k < 8; k++)
+            v |= (uint64_t)q[8 * g + k] << (8 * k);
+        /* bit 4 of byte k to bit 8k, then the multiply gathers bit 8k at bit 56 + k (no carries reach) */
+        qh[g] = (uint8_t)((((v >> 4) & 0x0101010101010101u) * 0x0102040810204080u) >> 56);
+    }
 }
 
 /* The weighted paths' sigma2: mean of x^2 over the whole row, summed in order. */
@@ -106,7 +148,7 @@ static inline void block_weights(const float *x, const float *qw, float sigma2, 
 
 /* ref: levels (int8_t)(x * id + 2^(bits-1) + 0.5) capped at 2^bits - 1 (truncation toward zero, as the
  * cast does; a NaN or infinite product is whatever the conversion gives, as in ggml). */
-static void ref_symmetric(const float *x, uint8_t *y, int bits, uint8_t *q) {
+static inline __attribute__((always_inline)) void ref_symmetric(const float *x, uint8_t *y, int bits, uint8_t *q) {
     const float max = signed_absmax(x);
     const float d = max / (bits == 4 ? -8 : -16), id = d ? 1.0f / d : 0.0f;
     const float bias = bits == 4 ? 8.5f : 16.5f;
@@ -157,7 +199,7 @@ static int quantize_q5_0(const float *x, uint8_t *y, int64_t n, const float *qw)
 
 /* ref: levels (x - min) * id + 0.5 truncated: through int8_t and capped at 15 for Q4_1, straight to
  * uint8_t for Q5_1 (as ggml writes them). */
-static void ref_affine(const float *x, uint8_t *y, int bits, uint8_t *q) {
+static inline __attribute__((always_inline)) void ref_affine(const float *x, uint8_t *y, int bits, uint8_t *q) {
     float min, max;
     min_max(x, &min, &max);
     const float d = (max - min) / ((1 << bits) - 1), id = d ? 1.0f / d : 0.0f;

@@ -5,8 +5,9 @@
  * and only the final pick (the first strictly better candidate, in ggml's order) is sequential. So all
  * candidates run side by side in "lanes": an outer loop over the values, an inner loop over the
  * candidates, each lane adding its own terms in ggml's order (the compiler vectorizes the inner loop;
- * no sum is reassociated). Then one scan picks the winner as ggml does. make_q3_quants and
- * make_qp_quants, sequential by nature, follow ggml's loops.
+ * no sum is reassociated). Then one scan picks the winner as ggml does. make_q3_quants, sequential
+ * within a block, runs up to 16 blocks side by side instead; make_qp_quants, once per super-block,
+ * follows ggml's loops.
  *
  * ref: ggml/src/ggml-quants.c make_qx_quants, make_q3_quants, make_qkx2_quants, make_qkx3_quants,
  *      make_qp_quants, nearest_int.
@@ -21,6 +22,13 @@
 #define INLINE static inline __attribute__((always_inline))
 /* On a loop over lanes: keep it a loop (GCC would unroll it into scalar code), so it is vectorized. */
 #define LANE_LOOP _Pragma("GCC unroll 1")
+
+/* c ? a : b for c in {0, 1}, through the bits: GCC vectorizes this select where it leaves `?:` on a
+ * float comparison as a branch. */
+static inline float pick(int c, float a, float b) {
+    const uint32_t m = -(uint32_t)c;
+    return ns_float((ns_bits(a) & m) | (ns_bits(b) & ~m));
+}
 
 /* MAX(lo, MIN(hi, l)) of an int level, as a float: l converts exactly (|l| <= 2^22), so clamping the
  * float gives the float of the clamped int; in float the compiler keeps it in vector registers. */
@@ -132,7 +140,100 @@ float ns_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_typ
 
 /* ---- make_q3_quants ---------------------------------------------------------------------------------- */
 
+/* make_q3_quants with do_rmse on up to Q3_LANES blocks at once, one block per lane: each lane runs ggml's
+ * sequential algorithm on its own block (the first pass; then rounds over the values, each value moved
+ * to the level that best fits the others if that improves the x^2-weighted fit, until a round changes
+ * nothing, at most five), every update masked by the lane's own conditions, so each block sees exactly
+ * its own sequence of float operations. Levels are kept as floats (small integers, exact). */
+#define Q3_LANES 16
+#define Q3_MAX_N 32
+
+static void q3_lanes(int nb, int n, int nmax, const float *x, int8_t *L, float *scales) {
+    float xt[Q3_MAX_N][Q3_LANES], w[Q3_MAX_N][Q3_LANES], wx[Q3_MAX_N][Q3_LANES], lt[Q3_MAX_N][Q3_LANES];
+    float iscale[Q3_LANES], sumlx[Q3_LANES], suml2[Q3_LANES];
+    int zero[Q3_LANES]; /* all |x| < NS_GROUP_MAX_EPS: levels 0, scale 0 */
+    int live[Q3_LANES]; /* the block searches, and still changes levels */
+    const float lo = (float)-nmax, hi = (float)(nmax - 1);
+    for (int b = 0; b < Q3_LANES; b++)
+        for (int i = 0; i < n; i++)
+            xt[i][b] = b < nb ? x[b * n + i] : 0.0f;
+    float max[Q3_LANES] = {0}, amax[Q3_LANES] = {0};
+    for (int i = 0; i < n; i++) {
+        LANE_LOOP
+        for (int b = 0; b < Q3_LANES; b++) { /* ggml: if (ax > amax) { amax = ax; max = x; } */
+            const float v = xt[i][b], ax = fabsf(v);
+            const int gt = ax > amax[b];
+            max[b] = pick(gt, v, max[b]);
+            amax[b] = pick(gt, ax, amax[b]);
+        }
+    }
+    for (int b = 0; b < Q3_LANES; b++) {
+        zero[b] = amax[b] < NS_GROUP_MAX_EPS;
+        live[b] = !zero[b];
+        iscale[b] = zero[b] ? 0.0f : -nmax / max[b];
+        sumlx[b] = suml2[b] = 0.0f;
+    }
+    for (int i = 0; i < n; i++) {
+        LANE_LOOP
+        for (int b = 0; b < Q3_LANES; b++) {
+            const float l = clamp_level(ns_nearest_int(iscale[b] * xt[i][b]), lo, hi);
+            lt[i][b] = l;
+            w[i][b] = xt[i][b] * xt[i][b];
+            wx[i][b] = w[i][b] * xt[i][b];
+            sumlx[b] += wx[i][b] * l;
+            suml2[b] += w[i][b] * l * l;
+        }
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int changed[Q3_LANES] = {0}, any = 0;
+        for (int i = 0; i < n; i++) {
+            LANE_LOOP
+            for (int b = 0; b < Q3_LANES; b++) {
+                const float l = lt[i][b];
+                float slx = sumlx[b] - wx[i][b] * l;
+                float sl2 = suml2[b] - w[i][b] * l * l;
+                const float new_l = clamp_level(ns_nearest_int(xt[i][b] * sl2 / slx), lo, hi);
+                slx += wx[i][b] * new_l;
+                sl2 += w[i][b] * new_l * new_l;
+                /* ggml: if (slx > 0) { ...; if (new_l != L) { ...; if (sl2 > 0 && better) accept } } */
+                const int take = live[b] & (sumlx[b] - wx[i][b] * l > 0) & (new_l != l) & (sl2 > 0) &
+                                 (slx * slx * suml2[b] > sumlx[b] * sumlx[b] * sl2);
+                lt[i][b] = take ? new_l : l;
+                sumlx[b] = take ? slx : sumlx[b];
+                suml2[b] = take ? sl2 : suml2[b];
+                changed[b] += take;
+            }
+        }
+        for (int b = 0; b < Q3_LANES; b++) {
+            live[b] &= changed[b] > 0; /* ggml: if (!n_changed) break; */
+            any |= live[b];
+        }
+        if (!any)
+            break;
+    }
+    for (int b = 0; b < nb; b++) {
+        if (zero[b]) {
+            memset(L + b * n, 0, (size_t)n);
+            scales[b] = 0.0f;
+            continue;
+        }
+        for (int i = 0; i < n; i++)
+            L[b * n + i] = (int8_t)((int)lt[i][b] + nmax);
+        scales[b] = suml2[b] > 0.0f ? sumlx[b] / suml2[b] : 0.0f;
+    }
+}
+
+void ns_make_q3_quants_blocks(int nb, int n, int nmax, const float *x, int8_t *L, float *scales) {
+    for (int b = 0; b < nb; b += Q3_LANES)
+        q3_lanes(MIN(Q3_LANES, nb - b), n, nmax, x + (size_t)b * n, L + (size_t)b * n, scales + b);
+}
+
 float ns_make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse) {
+    if (do_rmse) {
+        float scale;
+        q3_lanes(1, n, nmax, x, L, &scale);
+        return scale;
+    }
     float max = 0, amax = 0;
     for (int i = 0; i < n; i++) {
         const float ax = fabsf(x[i]);
@@ -146,50 +247,11 @@ float ns_make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse)
         return 0.0f;
     }
     const float iscale = -nmax / max;
-    if (!do_rmse) {
-        for (int i = 0; i < n; i++) {
-            const int l = ns_nearest_int(iscale * x[i]);
-            L[i] = (int8_t)(MAX(-nmax, MIN(nmax - 1, l)) + nmax);
-        }
-        return 1 / iscale;
-    }
-    float w[NS_QSEARCH_MAX_N], wx[NS_QSEARCH_MAX_N]; /* x^2 and x^3 as ggml forms them: (x*x), (x*x)*x */
-    float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        int l = ns_nearest_int(iscale * x[i]);
-        l = MAX(-nmax, MIN(nmax - 1, l));
-        L[i] = (int8_t)l;
-        w[i] = x[i] * x[i];
-        wx[i] = w[i] * x[i];
-        sumlx += wx[i] * l;
-        suml2 += w[i] * l * l;
+        const int l = ns_nearest_int(iscale * x[i]);
+        L[i] = (int8_t)(MAX(-nmax, MIN(nmax - 1, l)) + nmax);
     }
-    for (int itry = 0; itry < 5; itry++) {
-        int n_changed = 0;
-        for (int i = 0; i < n; i++) {
-            float slx = sumlx - wx[i] * L[i];
-            if (slx > 0) {
-                float sl2 = suml2 - w[i] * L[i] * L[i];
-                int new_l = ns_nearest_int(x[i] * sl2 / slx);
-                new_l = MAX(-nmax, MIN(nmax - 1, new_l));
-                if (new_l != L[i]) {
-                    slx += wx[i] * new_l;
-                    sl2 += w[i] * new_l * new_l;
-                    if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
-                        L[i] = (int8_t)new_l;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        n_changed++;
-                    }
-                }
-            }
-        }
-        if (!n_changed)
-            break;
-    }
-    for (int i = 0; i < n; i++)
-        L[i] = (int8_t)(L[i] + nmax);
-    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+    return 1 / iscale;
 }
 
 /* ---- make_qkx2_quants / make_qkx3_quants ---------------------------------------------------------------- */
