@@ -144,54 +144,73 @@ static inline void block_weights(const float *x, const float *qw, float sigma2, 
         w[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
 }
 
+/* The ref paths go CHUNK blocks at a time: first every block's scale (a chain of dependent steps: extremes,
+ * a division for d, another for 1/d), then every block's levels, so the scale chains of consecutive
+ * blocks overlap instead of each waiting for the previous block's levels. */
+#define CHUNK 64
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Levels 0..top of 32 values to the block's bytes at q (qh, then qs, for 5-bit types). */
+ALWAYS_INLINE void put_levels(const uint8_t *l, uint8_t *q, int bits) {
+    if (bits == 5) {
+        put_high_bits(l, q);
+        pack_nibbles(l, q + 4, 0x0F);
+    } else {
+        pack_nibbles(l, q, 0xFF);
+    }
+}
+
 /* ---- Q4_0 and Q5_0: symmetric, d = max / -(2^(bits-1)) ------------------------------------------------ */
 
-/* ref: levels (int8_t)(x * id + 2^(bits-1) + 0.5) capped at 2^bits - 1 (truncation toward zero, as the
- * cast does; a NaN or infinite product is whatever the conversion gives, as in ggml). */
-static inline __attribute__((always_inline)) void ref_symmetric(const float *x, uint8_t *y, int bits, uint8_t *q) {
-    const float max = signed_absmax(x);
-    const float d = max / (bits == 4 ? -8 : -16), id = d ? 1.0f / d : 0.0f;
+/* ref: d = max / -2^(bits-1) (max: the value of largest |x|); levels (int8_t)(x * id + 2^(bits-1) + 0.5)
+ * capped at 2^bits - 1 (truncation toward zero, as the cast does; a NaN or infinite product is whatever
+ * the conversion gives, as in ggml). size: bytes per block. */
+ALWAYS_INLINE void ref_symmetric(const float *x, uint8_t *y, int64_t nb, int bits, int size) {
     const float bias = bits == 4 ? 8.5f : 16.5f;
     const int top = (1 << bits) - 1;
-    ns_put_fp16(y, d);
-    for (int j = 0; j < QK; j++)
-        q[j] = (uint8_t)MIN(top, (int8_t)(x[j] * id + bias));
+    for (int64_t c = 0; c < nb; c += CHUNK) {
+        const int m = (int)MIN(CHUNK, nb - c);
+        float id[CHUNK];
+        for (int b = 0; b < m; b++) {
+            const float d = signed_absmax(x + QK * (c + b)) / (bits == 4 ? -8 : -16);
+            id[b] = d ? 1.0f / d : 0.0f;
+            ns_put_fp16(y + size * (c + b), d);
+        }
+        for (int b = 0; b < m; b++) {
+            const float *xb = x + QK * (c + b);
+            uint8_t l[QK];
+            for (int j = 0; j < QK; j++)
+                l[j] = (uint8_t)MIN(top, (int8_t)(xb[j] * id[b] + bias));
+            put_levels(l, y + size * (c + b) + 2, bits);
+        }
+    }
+}
+
+/* weighted: make_qx_quants with weights qw * sqrt(sigma2 + x^2) */
+ALWAYS_INLINE void impl_symmetric(const float *x, uint8_t *y, int64_t nb, const float *qw, int bits, int size) {
+    const float sigma2 = row_sigma2(x, nb * QK);
+    for (int64_t b = 0; b < nb; b++, x += QK, y += size, qw += QK) {
+        float w[QK];
+        int8_t L[QK];
+        block_weights(x, qw, sigma2, w);
+        ns_put_fp16(y, ns_make_qx_quants(QK, 1 << (bits - 1), x, L, 1, w));
+        put_levels((const uint8_t *)L, y + 2, bits);
+    }
 }
 
 static int quantize_q4_0(const float *x, uint8_t *y, int64_t n, const float *qw) {
-    const float sigma2 = qw ? row_sigma2(x, n) : 0.0f;
-    for (int64_t b = 0; b < n / QK; b++, x += QK, y += 18) {
-        uint8_t q[QK];
-        if (qw) {
-            float w[QK];
-            int8_t L[QK];
-            block_weights(x, qw + b * QK, sigma2, w);
-            ns_put_fp16(y, ns_make_qx_quants(QK, 8, x, L, 1, w));
-            memcpy(q, L, QK);
-        } else {
-            ref_symmetric(x, y, 4, q);
-        }
-        pack_nibbles(q, y + 2, 0xFF);
-    }
+    if (qw)
+        impl_symmetric(x, y, n / QK, qw, 4, 18);
+    else
+        ref_symmetric(x, y, n / QK, 4, 18);
     return 0;
 }
 
 static int quantize_q5_0(const float *x, uint8_t *y, int64_t n, const float *qw) {
-    const float sigma2 = qw ? row_sigma2(x, n) : 0.0f;
-    for (int64_t b = 0; b < n / QK; b++, x += QK, y += 22) {
-        uint8_t q[QK];
-        if (qw) {
-            float w[QK];
-            int8_t L[QK];
-            block_weights(x, qw + b * QK, sigma2, w);
-            ns_put_fp16(y, ns_make_qx_quants(QK, 16, x, L, 1, w));
-            memcpy(q, L, QK);
-        } else {
-            ref_symmetric(x, y, 5, q);
-        }
-        put_high_bits(q, y + 2);
-        pack_nibbles(q, y + 6, 0x0F);
-    }
+    if (qw)
+        impl_symmetric(x, y, n / QK, qw, 5, 22);
+    else
+        ref_symmetric(x, y, n / QK, 5, 22);
     return 0;
 }
 
@@ -199,52 +218,60 @@ static int quantize_q5_0(const float *x, uint8_t *y, int64_t n, const float *qw)
 
 /* ref: levels (x - min) * id + 0.5 truncated: through int8_t and capped at 15 for Q4_1, straight to
  * uint8_t for Q5_1 (as ggml writes them). */
-static inline __attribute__((always_inline)) void ref_affine(const float *x, uint8_t *y, int bits, uint8_t *q) {
-    float min, max;
-    min_max(x, &min, &max);
-    const float d = (max - min) / ((1 << bits) - 1), id = d ? 1.0f / d : 0.0f;
-    ns_put_fp16(y, d);
-    ns_put_fp16(y + 2, min);
-    if (bits == 4)
-        for (int j = 0; j < QK; j++)
-            q[j] = (uint8_t)MIN(15, (int8_t)((x[j] - min) * id + 0.5f));
-    else
-        for (int j = 0; j < QK; j++)
-            q[j] = (uint8_t)((x[j] - min) * id + 0.5f);
+ALWAYS_INLINE void ref_affine(const float *x, uint8_t *y, int64_t nb, int bits, int size) {
+    for (int64_t c = 0; c < nb; c += CHUNK) {
+        const int m = (int)MIN(CHUNK, nb - c);
+        float id[CHUNK], lo[CHUNK];
+        for (int b = 0; b < m; b++) {
+            float min, max;
+            min_max(x + QK * (c + b), &min, &max);
+            const float d = (max - min) / ((1 << bits) - 1);
+            id[b] = d ? 1.0f / d : 0.0f;
+            lo[b] = min;
+            ns_put_fp16(y + size * (c + b), d);
+            ns_put_fp16(y + size * (c + b) + 2, min);
+        }
+        for (int b = 0; b < m; b++) {
+            const float *xb = x + QK * (c + b);
+            uint8_t l[QK];
+            if (bits == 4)
+                for (int j = 0; j < QK; j++)
+                    l[j] = (uint8_t)MIN(15, (int8_t)((xb[j] - lo[b]) * id[b] + 0.5f));
+            else
+                for (int j = 0; j < QK; j++)
+                    l[j] = (uint8_t)((xb[j] - lo[b]) * id[b] + 0.5f);
+            put_levels(l, y + size * (c + b) + 4, bits);
+        }
+    }
 }
 
-static void impl_affine(const float *x, uint8_t *y, const float *qw, float sigma2, int nmax, uint8_t *q) {
-    float w[QK], min;
-    block_weights(x, qw, sigma2, w);
-    const float d = ns_make_qkx3_quants(QK, nmax, x, w, q, &min, -0.9f, 0.05f, 36, 0);
-    ns_put_fp16(y, d);
-    ns_put_fp16(y + 2, -min);
+/* weighted: make_qkx3_quants with weights qw * sqrt(sigma2 + x^2); m = -(the fit's min) */
+ALWAYS_INLINE void impl_affine(const float *x, uint8_t *y, int64_t nb, const float *qw, int bits, int size) {
+    const float sigma2 = row_sigma2(x, nb * QK);
+    for (int64_t b = 0; b < nb; b++, x += QK, y += size, qw += QK) {
+        float w[QK], min;
+        uint8_t L[QK];
+        block_weights(x, qw, sigma2, w);
+        const float d = ns_make_qkx3_quants(QK, (1 << bits) - 1, x, w, L, &min, -0.9f, 0.05f, 36, 0);
+        ns_put_fp16(y, d);
+        ns_put_fp16(y + 2, -min);
+        put_levels(L, y + 4, bits);
+    }
 }
 
 static int quantize_q4_1(const float *x, uint8_t *y, int64_t n, const float *qw) {
-    const float sigma2 = qw ? row_sigma2(x, n) : 0.0f;
-    for (int64_t b = 0; b < n / QK; b++, x += QK, y += 20) {
-        uint8_t q[QK];
-        if (qw)
-            impl_affine(x, y, qw + b * QK, sigma2, 15, q);
-        else
-            ref_affine(x, y, 4, q);
-        pack_nibbles(q, y + 4, 0xFF);
-    }
+    if (qw)
+        impl_affine(x, y, n / QK, qw, 4, 20);
+    else
+        ref_affine(x, y, n / QK, 4, 20);
     return 0;
 }
 
 static int quantize_q5_1(const float *x, uint8_t *y, int64_t n, const float *qw) {
-    const float sigma2 = qw ? row_sigma2(x, n) : 0.0f;
-    for (int64_t b = 0; b < n / QK; b++, x += QK, y += 24) {
-        uint8_t q[QK];
-        if (qw)
-            impl_affine(x, y, qw + b * QK, sigma2, 31, q);
-        else
-            ref_affine(x, y, 5, q);
-        put_high_bits(q, y + 4);
-        pack_nibbles(q, y + 8, 0x0F);
-    }
+    if (qw)
+        impl_affine(x, y, n / QK, qw, 5, 24);
+    else
+        ref_affine(x, y, n / QK, 5, 24);
     return 0;
 }
 

@@ -59,13 +59,13 @@ INLINE void qx_lanes(int n, int nmax, float max, const float *x, const float *w,
     }
     for (int k = 0; k < QX_NL; k++)
         sumlx[k] = suml2[k] = 0.0f;
+    const float lo = (float)-nmax, hi = (float)(nmax - 1);
     for (int i = 0; i < n; i++) {
         const float xi = x[i], wi = w[i], wx = wi * xi;
         float *li = lf + i * QX_NL;
+        LANE_LOOP
         for (int k = 0; k < QX_NL; k++) {
-            int l = ns_nearest_int(iscale[k] * xi);
-            l = MAX(-nmax, MIN(nmax - 1, l));
-            const float fl = (float)l;
+            const float fl = clamp_level(ns_nearest_int(iscale[k] * xi), lo, hi);
             li[k] = fl;
             sumlx[k] += wx * fl;
             suml2[k] += wi * fl * fl;
@@ -260,7 +260,7 @@ float ns_make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse)
  * round(iscale_is * (x - min)), iscale_is = (rmin + rdelta*is + nmax) / (max - min), from the min of the
  * best fit so far. So the candidates go QKX_W at a time with the current min, and when one wins and
  * moves the min, the search restarts right after it (the lanes beyond are discarded). */
-#define QKX_W 4
+#define QKX_W 8
 
 /* Candidates first..first+nl-1 (nl <= QKX_W) side by side, all with the current min: per lane the
  * weighted least-squares scale and min (ok[k] = 0 where ggml skips the candidate, D <= 0), the weighted
