@@ -22,14 +22,6 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
-/* MAX(lo, MIN(hi, l)) of an int level as a float: l converts exactly (|l| <= 2^22), so this is the float
- * of the clamped int, in a form the compiler vectorizes. */
-static inline float clamp_level(int l, float lo, float hi) {
-    float f = (float)l;
-    f = f < lo ? lo : f;
-    return f > hi ? hi : f;
-}
-
 enum { Q2_K_SIZE = 84, Q3_K_SIZE = 110, Q4_K_SIZE = 144, Q5_K_SIZE = 176, Q6_K_SIZE = 210 };
 
 /* Levels L[256] (0..3) to qs[64]: byte l of each 32-byte half holds values l, l+32, l+64, l+96. */
@@ -207,7 +199,7 @@ static void q3_K_finish(const float *x, uint8_t *y, int8_t *L) {
         if (!d)
             continue;
         for (int ii = 0; ii < 16; ii++)
-            L[16 * j + ii] = (int8_t)(clamp_level(ns_nearest_int(x[16 * j + ii] / d), -4.0f, 3.0f) + 4.0f);
+            L[16 * j + ii] = (int8_t)(ns_clamp_level(ns_nearest_int(x[16 * j + ii] / d), -4.0f, 3.0f) + 4.0f);
     }
     uint8_t *hmask = y, Lu[QK_K];
     for (int m = 0; m < 32; m++) {

@@ -17,39 +17,10 @@
 #include "qsearch.h"
 #include "qtypes.h"
 
-#define QK 32 /* QK4_0 = QK4_1 = QK5_0 = QK5_1 */
+#define QK 32 /* QK4_0 = QK4_1 = QK5_0 = QK5_1 = QK8_0 */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 /* On a loop over lanes: keep it a loop (GCC would unroll it into scalar code), so it is vectorized. */
 #define LANE_LOOP _Pragma("GCC unroll 1")
-
-#define QK8_0 32
-
-/* Q8_0: d = max|x| / 127 stored as fp16, q = round(x / d) (roundf: half away from zero), with the
- * float32 reciprocal of the unrounded d. Ignores importance weights, as ggml does. */
-static int quantize_q8_0(const float *x, uint8_t *y, int64_t n, const float *qw) {
-    (void)qw;
-    for (int64_t b = 0; b < n / QK8_0; b++, x += QK8_0, y += 2 + QK8_0) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
-        const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
-        ns_put_fp16(y, d);
-        for (int j = 0; j < QK8_0; j++)
-            y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
-    }
-    return 0;
-}
-
-static void dequantize_q8_0(const uint8_t *x, float *y, int64_t n) {
-    for (int64_t b = 0; b < n / QK8_0; b++, x += 2 + QK8_0, y += QK8_0) {
-        const float d = ns_get_fp16(x);
-        for (int j = 0; j < QK8_0; j++)
-            y[j] = (float)(int8_t)x[2 + j] * d;
-    }
-}
-
-const ns_qtype NS_QTYPE_Q8_0 = {"Q8_0", 8, QK8_0, 2 + QK8_0, NS_IMATRIX_IGNORED, 0, quantize_q8_0, dequantize_q8_0,
-                                NULL};
 
 /* ---- shared pieces ------------------------------------------------------------------------------------ */
 
@@ -275,6 +246,64 @@ static int quantize_q5_1(const float *x, uint8_t *y, int64_t n, const float *qw)
     return 0;
 }
 
+/* ---- Q8_0: d = amax / 127, levels roundf(x / d) --------------------------------------------------------- */
+
+/* ggml's running `amax = MAX(amax, fabsf(v))` from 0, with MAX(a, b) = a > b ? a : b: a NaN makes the
+ * running value NaN and the next value replaces it, so amax is the largest |x| after the block's last
+ * NaN (NaN when that is the last value). Without a NaN, the largest |x| in 8 lanes (exact in any order). */
+static inline float q8_amax(const float *x) {
+    int nan = 0;
+    for (int j = 0; j < QK; j++)
+        nan |= x[j] != x[j];
+    float amax = 0.0f;
+    if (nan) {
+        for (int j = 0; j < QK; j++)
+            amax = amax > fabsf(x[j]) ? amax : fabsf(x[j]);
+        return amax;
+    }
+    float lane[8] = {0};
+    for (int j = 0; j < QK; j += 8)
+        LANE_LOOP
+        for (int k = 0; k < 8; k++)
+            lane[k] = fabsf(x[j + k]) > lane[k] ? fabsf(x[j + k]) : lane[k];
+    for (int k = 0; k < 8; k++)
+        amax = lane[k] > amax ? lane[k] : amax;
+    return amax;
+}
+
+/* roundf(v) (half away from zero) as the integer its conversion gives: for |v| < 2^23 the truncation and
+ * the fraction v - trunc(v) are exact, so adding the carry is exact; otherwise v is integral, infinite
+ * or NaN and roundf returns it unchanged. Unlike a roundf call the compiler vectorizes this. */
+static inline float round_away(float v) {
+    const int small = fabsf(v) < 8388608.0f;
+    const float t = (float)(int)ns_pick(small, v, 0.0f), f = v - t;
+    const float r = t + (float)((f >= 0.5f) - (f <= -0.5f));
+    return ns_pick(small, r, v);
+}
+
+/* Ignores importance weights, as ggml does. The level's conversion to int8_t is ggml's (what the cast
+ * gives for a NaN or infinite product: the low byte of the x86 conversion's 0x80000000). */
+static int quantize_q8_0(const float *x, uint8_t *y, int64_t n, const float *qw) {
+    (void)qw;
+    for (int64_t b = 0; b < n / QK; b++, x += QK, y += 2 + QK) {
+        const float d = q8_amax(x) / 127.0f, id = d ? 1.0f / d : 0.0f;
+        int8_t q[QK];
+        for (int j = 0; j < QK; j++)
+            q[j] = (int8_t)round_away(x[j] * id);
+        ns_put_fp16(y, d);
+        memcpy(y + 2, q, QK);
+    }
+    return 0;
+}
+
+static void dequantize_q8_0(const uint8_t *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK; b++, x += 2 + QK, y += QK) {
+        const float d = ns_get_fp16(x);
+        for (int j = 0; j < QK; j++)
+            y[j] = (float)(int8_t)x[2 + j] * d;
+    }
+}
+
 /* ---- dequantize --------------------------------------------------------------------------------------- */
 
 /* Level j of a block: its nibble, plus bit j of qh (shifted to 16) for 5-bit types. */
@@ -323,3 +352,4 @@ const ns_qtype NS_QTYPE_Q4_0 = {"Q4_0", 2, QK, 18, NS_IMATRIX_USED, 0, quantize_
 const ns_qtype NS_QTYPE_Q4_1 = {"Q4_1", 3, QK, 20, NS_IMATRIX_USED, 0, quantize_q4_1, dequantize_q4_1, NULL};
 const ns_qtype NS_QTYPE_Q5_0 = {"Q5_0", 6, QK, 22, NS_IMATRIX_USED, 0, quantize_q5_0, dequantize_q5_0, NULL};
 const ns_qtype NS_QTYPE_Q5_1 = {"Q5_1", 7, QK, 24, NS_IMATRIX_USED, 0, quantize_q5_1, dequantize_q5_1, NULL};
+const ns_qtype NS_QTYPE_Q8_0 = {"Q8_0", 8, QK, 2 + QK, NS_IMATRIX_IGNORED, 0, quantize_q8_0, dequantize_q8_0, NULL};

@@ -23,21 +23,6 @@
 /* On a loop over lanes: keep it a loop (GCC would unroll it into scalar code), so it is vectorized. */
 #define LANE_LOOP _Pragma("GCC unroll 1")
 
-/* c ? a : b for c in {0, 1}, through the bits: GCC vectorizes this select where it leaves `?:` on a
- * float comparison as a branch. */
-static inline float pick(int c, float a, float b) {
-    const uint32_t m = -(uint32_t)c;
-    return ns_float((ns_bits(a) & m) | (ns_bits(b) & ~m));
-}
-
-/* MAX(lo, MIN(hi, l)) of an int level, as a float: l converts exactly (|l| <= 2^22), so clamping the
- * float gives the float of the clamped int; in float the compiler keeps it in vector registers. */
-static inline float clamp_level(int l, float lo, float hi) {
-    float f = (float)l;
-    f = f < lo ? lo : f;
-    return f > hi ? hi : f;
-}
-
 /* ---- make_qx_quants ---------------------------------------------------------------------------------- */
 
 /* ggml's weight of value x for rmse_type 1..4 when no importance weights are given. */
@@ -65,7 +50,7 @@ INLINE void qx_lanes(int n, int nmax, float max, const float *x, const float *w,
         float *li = lf + i * QX_NL;
         LANE_LOOP
         for (int k = 0; k < QX_NL; k++) {
-            const float fl = clamp_level(ns_nearest_int(iscale[k] * xi), lo, hi);
+            const float fl = ns_clamp_level(ns_nearest_int(iscale[k] * xi), lo, hi);
             li[k] = fl;
             sumlx[k] += wx * fl;
             suml2[k] += wi * fl * fl;
@@ -163,8 +148,8 @@ static void q3_lanes(int nb, int n, int nmax, const float *x, int8_t *L, float *
         for (int b = 0; b < Q3_LANES; b++) { /* ggml: if (ax > amax) { amax = ax; max = x; } */
             const float v = xt[i][b], ax = fabsf(v);
             const int gt = ax > amax[b];
-            max[b] = pick(gt, v, max[b]);
-            amax[b] = pick(gt, ax, amax[b]);
+            max[b] = ns_pick(gt, v, max[b]);
+            amax[b] = ns_pick(gt, ax, amax[b]);
         }
     }
     for (int b = 0; b < Q3_LANES; b++) {
@@ -176,7 +161,7 @@ static void q3_lanes(int nb, int n, int nmax, const float *x, int8_t *L, float *
     for (int i = 0; i < n; i++) {
         LANE_LOOP
         for (int b = 0; b < Q3_LANES; b++) {
-            const float l = clamp_level(ns_nearest_int(iscale[b] * xt[i][b]), lo, hi);
+            const float l = ns_clamp_level(ns_nearest_int(iscale[b] * xt[i][b]), lo, hi);
             lt[i][b] = l;
             w[i][b] = xt[i][b] * xt[i][b];
             wx[i][b] = w[i][b] * xt[i][b];
@@ -192,7 +177,7 @@ static void q3_lanes(int nb, int n, int nmax, const float *x, int8_t *L, float *
                 const float l = lt[i][b];
                 float slx = sumlx[b] - wx[i][b] * l;
                 float sl2 = suml2[b] - w[i][b] * l * l;
-                const float new_l = clamp_level(ns_nearest_int(xt[i][b] * sl2 / slx), lo, hi);
+                const float new_l = ns_clamp_level(ns_nearest_int(xt[i][b] * sl2 / slx), lo, hi);
                 slx += wx[i][b] * new_l;
                 sl2 += w[i][b] * new_l * new_l;
                 /* ggml: if (slx > 0) { ...; if (new_l != L) { ...; if (sl2 > 0 && better) accept } } */
@@ -280,7 +265,7 @@ INLINE void qkx_lanes(int n, int nmax, const float *x, const float *w, float min
         float *li = lf + i * QKX_W;
         LANE_LOOP
         for (int k = 0; k < QKX_W; k++) {
-            const float fl = clamp_level(ns_nearest_int(iscale[k] * xm), 0.0f, top);
+            const float fl = ns_clamp_level(ns_nearest_int(iscale[k] * xm), 0.0f, top);
             const float wl = wi * fl;
             li[k] = fl;
             sum_l[k] += wl;

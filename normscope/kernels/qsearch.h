@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "qtypes.h"
+
 #define NS_QSEARCH_MAX_N 256
 #define NS_GROUP_MAX_EPS 1e-15f /* ggml's GROUP_MAX_EPS: a block whose max |x| is below is all zero */
 
@@ -44,5 +46,22 @@ float ns_make_qkx3_quants(int n, int nmax, const float *x, const float *weights,
  * error, then up to five rounds of one-level improvement. quant_weights: n floats, not NULL.
  * A negative x[i] gives what ggml gives: a level wrapped to uint8. ref: make_qp_quants. */
 float ns_make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights);
+
+/* ---- small helpers the quantizers share ---------------------------------------------------------------- */
+
+/* c ? a : b for c in {0, 1}, through the bits: GCC vectorizes this select where it keeps `?:` on a float
+ * comparison as a branch. */
+static inline float ns_pick(int c, float a, float b) {
+    const uint32_t m = -(uint32_t)c;
+    return ns_float((ns_bits(a) & m) | (ns_bits(b) & ~m));
+}
+
+/* MAX(lo, MIN(hi, l)) of an int level (ggml's clamps), as a float: l converts exactly (|l| <= 2^22 for a
+ * ns_nearest_int result), so this is the float of the clamped int, in a form the compiler vectorizes. */
+static inline float ns_clamp_level(int l, float lo, float hi) {
+    float f = (float)l;
+    f = f < lo ? lo : f;
+    return f > hi ? hi : f;
+}
 
 #endif
