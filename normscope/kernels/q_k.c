@@ -93,10 +93,8 @@ static void q2_K_requantize(const float *x, const uint8_t *scales, float dm, flo
         if (!d)
             continue;
         const float m = mm * (scales[j] >> 4);
-        for (int ii = 0; ii < 16; ii++) {
-            const int l = ns_nearest_int((x[16 * j + ii] + m) / d);
-            L[16 * j + ii] = (uint8_t)MAX(0, MIN(3, l));
-        }
+        for (int ii = 0; ii < 16; ii++)
+            L[16 * j + ii] = (uint8_t)ns_clamp_level(ns_nearest_int((x[16 * j + ii] + m) / d), 0.0f, 3.0f);
     }
 }
 
@@ -362,10 +360,8 @@ static void q45_K_requantize(const float *x, const uint8_t *y, uint8_t *L, int n
         if (!d)
             continue;
         const float dm = mall * m;
-        for (int ii = 0; ii < 32; ii++) {
-            const int l = ns_nearest_int((x[32 * j + ii] + dm) / d);
-            L[32 * j + ii] = (uint8_t)MAX(0, MIN(nmax, l));
-        }
+        for (int ii = 0; ii < 32; ii++)
+            L[32 * j + ii] = (uint8_t)ns_clamp_level(ns_nearest_int((x[32 * j + ii] + dm) / d), 0.0f, (float)nmax);
     }
 }
 
@@ -483,10 +479,8 @@ static void q6_K_block(const float *x, uint8_t *y, const float *qw) {
         const float d = dall * sc[j];
         if (!d)
             continue;
-        for (int ii = 0; ii < 16; ii++) {
-            const int l = ns_nearest_int(x[16 * j + ii] / d);
-            L[16 * j + ii] = (int8_t)(MAX(-32, MIN(31, l)) + 32);
-        }
+        for (int ii = 0; ii < 16; ii++)
+            L[16 * j + ii] = (int8_t)(ns_clamp_level(ns_nearest_int(x[16 * j + ii] / d), -32.0f, 31.0f) + 32.0f);
     }
     uint8_t *ql = y, *qh = y + 128;
     for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32) {

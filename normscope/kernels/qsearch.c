@@ -1,22 +1,21 @@
 /* ggml's scale searches (see qsearch.h), bit for bit.
  *
- * The searches over candidate scales (make_qx_quants, make_qkx2/3_quants) evaluate every candidate
- * independently of the others: its levels, its sums and its error depend only on x and the weights,
- * and only the final pick (the first strictly better candidate, in ggml's order) is sequential. So all
- * candidates run side by side in "lanes": an outer loop over the values, an inner loop over the
- * candidates, each lane adding its own terms in ggml's order (the compiler vectorizes the inner loop;
- * no sum is reassociated). Then one scan picks the winner as ggml does. make_q3_quants, sequential
- * within a block, runs up to 16 blocks side by side instead; make_qp_quants, once per super-block,
- * follows ggml's loops.
+ * Each search tries a list of candidate scales. ggml tries them one after the other; here several run
+ * side by side in "lanes": an outer loop over the values, an inner loop over the candidates, each lane
+ * adding its own terms in ggml's order (the compiler vectorizes the inner loop; no sum is reassociated),
+ * then one scan in ggml's order picks the winner by ggml's test.
+ *   make_qx_quants: a candidate depends only on x and the weights, so all 19 run at once.
+ *   make_qkx2/3_quants: a candidate depends on the min of the best fit so far, so 8 run at once with
+ *     the current min, and after a winner that moves the min the search resumes right after it.
+ *   make_q3_quants: sequential within a block, so the lanes are blocks (Q3_K's 16 sub-blocks), each
+ *     running ggml's loop with its updates masked by its own tests.
+ *   make_qp_quants (once per super-block) follows ggml's loops.
  *
  * ref: ggml/src/ggml-quants.c make_qx_quants, make_q3_quants, make_qkx2_quants, make_qkx3_quants,
  *      make_qp_quants, nearest_int.
  */
 #include "qsearch.h"
 
-#include "qtypes.h"
-
-#define LANES 40 /* candidates evaluated together; ggml's longest search has 37 */
 #define MIN(a, b) ((a) < (b) ? (a) : (b)) /* ggml-impl.h's, NaN behaviour included */
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #define INLINE static inline __attribute__((always_inline))
@@ -129,15 +128,24 @@ float ns_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_typ
  * sequential algorithm on its own block (the first pass; then rounds over the values, each value moved
  * to the level that best fits the others if that improves the x^2-weighted fit, until a round changes
  * nothing, at most five), every update masked by the lane's own conditions, so each block sees exactly
- * its own sequence of float operations. Levels are kept as floats (small integers, exact). */
+ * its own sequence of float operations. Levels are kept as floats (small integers, exact). x[i][b]:
+ * value i of block b, transposed so a lane's values are a vector's elements. */
 #define Q3_LANES 16
 #define Q3_MAX_N 32
+
+/* The result of lane b (block blk): levels + nmax and the fitted scale. */
+static void q3_put(int n, int nmax, float (*lt)[Q3_LANES], int b, float sumlx, float suml2, int8_t *L,
+                   float *scale) {
+    for (int i = 0; i < n; i++)
+        L[i] = (int8_t)((int)lt[i][b] + nmax);
+    *scale = suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
 
 static void q3_lanes(int nb, int n, int nmax, const float *x, int8_t *L, float *scales) {
     float xt[Q3_MAX_N][Q3_LANES], w[Q3_MAX_N][Q3_LANES], wx[Q3_MAX_N][Q3_LANES], lt[Q3_MAX_N][Q3_LANES];
     float iscale[Q3_LANES], sumlx[Q3_LANES], suml2[Q3_LANES];
-    int zero[Q3_LANES]; /* all |x| < NS_GROUP_MAX_EPS: levels 0, scale 0 */
-    int live[Q3_LANES]; /* the block searches, and still changes levels */
+    int blk[Q3_LANES];  /* the block lane b holds (lanes are compacted as blocks finish) */
+    int live[Q3_LANES]; /* lane b holds a block still searching */
     const float lo = (float)-nmax, hi = (float)(nmax - 1);
     for (int b = 0; b < Q3_LANES; b++)
         for (int i = 0; i < n; i++)
@@ -153,9 +161,14 @@ static void q3_lanes(int nb, int n, int nmax, const float *x, int8_t *L, float *
         }
     }
     for (int b = 0; b < Q3_LANES; b++) {
-        zero[b] = amax[b] < NS_GROUP_MAX_EPS;
-        live[b] = !zero[b];
-        iscale[b] = zero[b] ? 0.0f : -nmax / max[b];
+        const int zero = amax[b] < NS_GROUP_MAX_EPS; /* all |x| tiny: levels 0, scale 0 */
+        if (zero && b < nb) {
+            memset(L + b * n, 0, (size_t)n);
+            scales[b] = 0.0f;
+        }
+        blk[b] = b;
+        live[b] = !zero && b < nb;
+        iscale[b] = zero ? 0.0f : -nmax / max[b];
         sumlx[b] = suml2[b] = 0.0f;
     }
     for (int i = 0; i < n; i++) {
@@ -169,11 +182,12 @@ static void q3_lanes(int nb, int n, int nmax, const float *x, int8_t *L, float *
             suml2[b] += w[i][b] * l * l;
         }
     }
-    for (int itry = 0; itry < 5; itry++) {
-        int changed[Q3_LANES] = {0}, any = 0;
+    int lanes = Q3_LANES; /* in use: a multiple of 4, the live ones first */
+    for (int itry = 0; itry < 5 && lanes; itry++) {
+        int changed[Q3_LANES] = {0};
         for (int i = 0; i < n; i++) {
             LANE_LOOP
-            for (int b = 0; b < Q3_LANES; b++) {
+            for (int b = 0; b < lanes; b++) {
                 const float l = lt[i][b];
                 float slx = sumlx[b] - wx[i][b] * l;
                 float sl2 = suml2[b] - w[i][b] * l * l;
@@ -189,23 +203,36 @@ static void q3_lanes(int nb, int n, int nmax, const float *x, int8_t *L, float *
                 changed[b] += take;
             }
         }
-        for (int b = 0; b < Q3_LANES; b++) {
-            live[b] &= changed[b] > 0; /* ggml: if (!n_changed) break; */
-            any |= live[b];
+        /* ggml: if (!n_changed) break; a block that changed nothing is done: its result out, its lane
+         * freed; the others move down so the next round runs on fewer vectors */
+        int k = 0;
+        for (int b = 0; b < lanes; b++) {
+            if (!live[b])
+                continue;
+            if (!changed[b]) {
+                q3_put(n, nmax, lt, b, sumlx[b], suml2[b], L + blk[b] * n, scales + blk[b]);
+                continue;
+            }
+            if (k != b) {
+                for (int i = 0; i < n; i++) {
+                    xt[i][k] = xt[i][b];
+                    w[i][k] = w[i][b];
+                    wx[i][k] = wx[i][b];
+                    lt[i][k] = lt[i][b];
+                }
+                sumlx[k] = sumlx[b];
+                suml2[k] = suml2[b];
+                blk[k] = blk[b];
+            }
+            live[k++] = 1;
         }
-        if (!any)
-            break;
+        lanes = (k + 3) & ~3;
+        for (int b = k; b < lanes; b++)
+            live[b] = 0;
     }
-    for (int b = 0; b < nb; b++) {
-        if (zero[b]) {
-            memset(L + b * n, 0, (size_t)n);
-            scales[b] = 0.0f;
-            continue;
-        }
-        for (int i = 0; i < n; i++)
-            L[b * n + i] = (int8_t)((int)lt[i][b] + nmax);
-        scales[b] = suml2[b] > 0.0f ? sumlx[b] / suml2[b] : 0.0f;
-    }
+    for (int b = 0; b < lanes; b++) /* still changing after five rounds */
+        if (live[b])
+            q3_put(n, nmax, lt, b, sumlx[b], suml2[b], L + blk[b] * n, scales + blk[b]);
 }
 
 void ns_make_q3_quants_blocks(int nb, int n, int nmax, const float *x, int8_t *L, float *scales) {
@@ -244,7 +271,8 @@ float ns_make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse)
 /* Unlike make_qx_quants' candidates, these depend on the search's state: candidate is takes its levels
  * round(iscale_is * (x - min)), iscale_is = (rmin + rdelta*is + nmax) / (max - min), from the min of the
  * best fit so far. So the candidates go QKX_W at a time with the current min, and when one wins and
- * moves the min, the search restarts right after it (the lanes beyond are discarded). */
+ * moves the min, the search restarts right after it (the lanes beyond are discarded; on real weights a
+ * search moves its min about once in 20-37 candidates). */
 #define QKX_W 8
 
 /* Candidates first..first+nl-1 (nl <= QKX_W) side by side, all with the current min: per lane the

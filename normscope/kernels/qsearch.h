@@ -26,13 +26,14 @@ float ns_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_typ
  * one-level-at-a-time improvement of the x^2-weighted fit. Here n <= 32. ref: make_q3_quants. */
 float ns_make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse);
 
-/* ns_make_q3_quants(n, nmax, x + b*n, L + b*n, 1) for the nb consecutive blocks b (n <= 32), scale b in scales[b]:
- * the same results, the blocks run side by side (faster than one at a time). */
+/* ns_make_q3_quants(n, nmax, x + b*n, L + b*n, 1) for the nb consecutive blocks b (n <= 32), the scale of
+ * block b in scales[b]: the same results, the blocks run side by side (faster than one at a time). */
 void ns_make_q3_quants_blocks(int nb, int n, int nmax, const float *x, int8_t *L, float *scales);
 
-/* Affine levels x ~ scale * L[i] - the_min, L in [0, nmax], min clamped to <= 0 (*the_min >= 0):
- * weighted error (|.| if use_mad, else squared) over the nstep + 1 candidate scales
- * (rmin + rdelta*is + nmax) / (max - min), each refitted by weighted least squares.
+/* Affine levels x ~ scale * L[i] - the_min, L in [0, nmax], min clamped to <= 0 (*the_min >= 0): from
+ * the plain fit over [min(x, 0), max x], the candidates is = 0..nstep with inverse scales
+ * (rmin + rdelta*is + nmax) / (max - min) (min: that of the best fit so far), each refitted by weighted
+ * least squares, the first of least weighted error (|.| if use_mad, else squared) kept.
  * ref: make_qkx2_quants. weights: n floats, not NULL. */
 float ns_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
                           float rmin, float rdelta, int nstep, int use_mad);
