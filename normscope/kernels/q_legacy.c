@@ -296,14 +296,6 @@ static int quantize_q8_0(const float *x, uint8_t *y, int64_t n, const float *qw)
     return 0;
 }
 
-static void dequantize_q8_0(const uint8_t *x, float *y, int64_t n) {
-    for (int64_t b = 0; b < n / QK; b++, x += 2 + QK, y += QK) {
-        const float d = ns_get_fp16(x);
-        for (int j = 0; j < QK; j++)
-            y[j] = (float)(int8_t)x[2 + j] * d;
-    }
-}
-
 /* ---- dequantize --------------------------------------------------------------------------------------- */
 
 /* Level j of a block: its nibble, plus bit j of qh (shifted to 16) for 5-bit types. */
@@ -345,6 +337,14 @@ static void dequantize_q5_1(const uint8_t *x, float *y, int64_t n) {
         memcpy(&qh, x + 4, 4);
         for (int j = 0; j < QK; j++)
             y[j] = level(x + 8, qh, j) * d + m;
+    }
+}
+
+static void dequantize_q8_0(const uint8_t *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK; b++, x += 2 + QK, y += QK) {
+        const float d = ns_get_fp16(x);
+        for (int j = 0; j < QK; j++)
+            y[j] = (float)(int8_t)x[2 + j] * d;
     }
 }
 
