@@ -298,45 +298,55 @@ static int quantize_q8_0(const float *x, uint8_t *y, int64_t n, const float *qw)
 
 /* ---- dequantize --------------------------------------------------------------------------------------- */
 
-/* Level j of a block: its nibble, plus bit j of qh (shifted to 16) for 5-bit types. */
-static inline int level(const uint8_t *qs, uint32_t qh, int j) {
-    const int nib = j < QK / 2 ? qs[j] & 0x0F : qs[j - QK / 2] >> 4;
-    return nib | (int)(((qh >> j) & 1) << 4);
+/* The 32 levels of a block: qs byte j holds levels j (low nibble) and j + 16 (high); bit j of the
+ * little-endian qh, for 5-bit types, is bit 4 of level j. */
+static inline void get_levels(const uint8_t *qs, const uint8_t *qh, int *l) {
+    for (int j = 0; j < QK / 2; j++) {
+        l[j] = qs[j] & 0x0F;
+        l[j + QK / 2] = qs[j] >> 4;
+    }
+    if (qh)
+        for (int j = 0; j < QK; j++)
+            l[j] |= ((qh[j / 8] >> (j % 8)) & 1) << 4;
 }
 
 static void dequantize_q4_0(const uint8_t *x, float *y, int64_t n) {
     for (int64_t b = 0; b < n / QK; b++, x += 18, y += QK) {
         const float d = ns_get_fp16(x);
+        int l[QK];
+        get_levels(x + 2, NULL, l);
         for (int j = 0; j < QK; j++)
-            y[j] = (level(x + 2, 0, j) - 8) * d;
+            y[j] = (l[j] - 8) * d;
     }
 }
 
 static void dequantize_q4_1(const uint8_t *x, float *y, int64_t n) {
     for (int64_t b = 0; b < n / QK; b++, x += 20, y += QK) {
         const float d = ns_get_fp16(x), m = ns_get_fp16(x + 2);
+        int l[QK];
+        get_levels(x + 4, NULL, l);
         for (int j = 0; j < QK; j++)
-            y[j] = level(x + 4, 0, j) * d + m;
+            y[j] = l[j] * d + m;
     }
 }
 
 static void dequantize_q5_0(const uint8_t *x, float *y, int64_t n) {
     for (int64_t b = 0; b < n / QK; b++, x += 22, y += QK) {
         const float d = ns_get_fp16(x);
-        uint32_t qh;
-        memcpy(&qh, x + 2, 4);
+        int l[QK];
+        get_levels(x + 6, x + 2, l);
         for (int j = 0; j < QK; j++)
-            y[j] = (level(x + 6, qh, j) - 16) * d;
+            y[j] = (l[j] - 16) * d;
     }
 }
 
 static void dequantize_q5_1(const uint8_t *x, float *y, int64_t n) {
     for (int64_t b = 0; b < n / QK; b++, x += 24, y += QK) {
         const float d = ns_get_fp16(x), m = ns_get_fp16(x + 2);
-        uint32_t qh;
-        memcpy(&qh, x + 4, 4);
+        int l[QK];
+        get_levels(x + 8, x + 4, l);
         for (int j = 0; j < QK; j++)
-            y[j] = level(x + 8, qh, j) * d + m;
+            y[j] = l[j] * d + m;
     }
 }
 
