@@ -3,11 +3,22 @@
 
 extern const ns_qtype NS_QTYPE_F16, NS_QTYPE_BF16;
 extern const ns_qtype NS_QTYPE_Q8_0;
+extern const ns_qtype NS_QTYPE_Q1_0;
+extern const ns_qtype NS_QTYPE_IQ4_NL, NS_QTYPE_IQ4_XS;
+extern const ns_qtype NS_QTYPE_TQ1_0, NS_QTYPE_TQ2_0;
+extern const ns_qtype NS_QTYPE_MXFP4, NS_QTYPE_NVFP4;
 
 const ns_qtype *const NS_QTYPES[] = {
     &NS_QTYPE_F16,
     &NS_QTYPE_BF16,
     &NS_QTYPE_Q8_0,
+    &NS_QTYPE_Q1_0,
+    &NS_QTYPE_IQ4_NL,
+    &NS_QTYPE_IQ4_XS,
+    &NS_QTYPE_TQ1_0,
+    &NS_QTYPE_TQ2_0,
+    &NS_QTYPE_MXFP4,
+    &NS_QTYPE_NVFP4,
 };
 const int NS_N_QTYPES = (int)(sizeof NS_QTYPES / sizeof NS_QTYPES[0]);
 
