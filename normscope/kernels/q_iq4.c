@@ -22,33 +22,31 @@
 /* The 16 levels (ggml-common.h kvalues_iq4nl; gguf-py IQ4_NL.kvalues). */
 static const int8_t IQ4NL_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-/* Index of the level nearest x (ggml's best_index_int8: bisection, ties between two neighbours go up). */
+/* Midpoints of neighbouring levels, (v[i] + v[i+1]) / 2, all exact in float32. */
+static const float IQ4NL_MIDS[15] = {-115.5f, -93.5f, -74.0f, -57.0f, -42.0f, -28.5f, -16.0f, -4.5f,
+                                     7.0f,    19.0f,  31.5f,  45.5f,  61.0f,  79.0f,  101.0f};
+
+/* Index of the level nearest x, equal to ggml's best_index_int8 for every float x (NaN included: 15).
+ * ggml bisects to v[i] <= x < v[i+1] and takes i when fl(x - v[i]) < fl(v[i+1] - x). Both roundings are
+ * monotone in x, so that choice flips once, and for these levels it flips exactly at the midpoint (the
+ * float just below it still picks i; tests/quant/test_qkernels_simple.py checks this for all 15).
+ * Hence: the number of midpoints not above x, a branch-free count the compiler vectorizes. */
 static inline int best_index(float x) {
-    const int8_t *v = IQ4NL_VALUES;
-    if (x <= v[0])
-        return 0;
-    if (x >= v[15])
-        return 15;
-    int lo = 0, hi = 15;
-    while (hi - lo > 1) {
-        const int mid = (lo + hi) / 2;
-        if (x < v[mid])
-            hi = mid;
-        else
-            lo = mid;
-    }
-    return x - v[hi - 1] < v[hi] - x ? hi - 1 : hi;
+    int l = 0;
+    for (int i = 0; i < 15; i++)
+        l += !(x < IQ4NL_MIDS[i]);
+    return l;
 }
 
-/* Sums of w*q*x and w*q*q over one 32-value block quantized with inverse scale id; L gets the levels
- * when not NULL. The float order is the reference's: (w*q)*x and (w*q)*q added left to right. */
-static inline void fit(const float *xb, const float *w, float id, uint8_t *L, float *sumqx, float *sumq2) {
+/* Sums of w*q*x and w*q*q over one 32-value block quantized with inverse scale id. The float order is
+ * the reference's: (w*q)*x and (w*q)*q added left to right; the levels are picked first, apart. */
+static inline void fit(const float *xb, const float *w, float id, float *sumqx, float *sumq2) {
+    uint8_t idx[32];
+    for (int j = 0; j < 32; j++)
+        idx[j] = (uint8_t)best_index(id * xb[j]);
     float sx = 0, s2 = 0;
     for (int j = 0; j < 32; j++) {
-        const int l = best_index(id * xb[j]);
-        if (L)
-            L[j] = (uint8_t)l;
-        const float q = IQ4NL_VALUES[l];
+        const float q = IQ4NL_VALUES[idx[j]];
         sx += w[j] * q * xb[j];
         s2 += w[j] * q * q;
     }
@@ -96,12 +94,12 @@ static void quantize_superblock(const float *x, int nsb, const float *qw, uint8_
          * passes are not kept: with ntry > 0 every level is picked again below from the final scale. */
         float d = -max / (float)IQ4NL_VALUES[0];
         float sumqx, sumq2;
-        fit(xb, weight, 1 / d, NULL, &sumqx, &sumq2);
+        fit(xb, weight, 1 / d, &sumqx, &sumq2);
         d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
         float best = d * sumqx;
         for (int itry = -IQ4_NTRY; itry <= IQ4_NTRY; itry++) {
             const float id = (float)(itry + IQ4NL_VALUES[0]) / max;
-            fit(xb, weight, id, NULL, &sumqx, &sumq2);
+            fit(xb, weight, id, &sumqx, &sumq2);
             if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
                 d = sumqx / sumq2;
                 best = d * sumqx;

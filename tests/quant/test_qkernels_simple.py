@@ -109,6 +109,27 @@ def test_dequantize_edge_rows(name):
                           ggml_dequantize(raw, name, x.shape).view(np.uint32))
 
 
+def test_iq4_level_choice_flips_at_the_midpoints():
+    """q_iq4.c picks a level by counting midpoints <= x; ggml's best_index_int8 by bisection, then
+    fl(x - v[i]) < fl(v[i+1] - x). That test is monotone in x, so it is enough that it flips at the
+    midpoint: checked on the 4096 floats either side of each, and on random floats of every interval."""
+    v = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float32)
+    mids = (v[:-1] + v[1:]) / np.float32(2)
+
+    def ggml_best_index(x):
+        i = np.clip(np.searchsorted(v, x, side="right") - 1, 0, 14)
+        up = ~((x - v[i]) < (v[i + 1] - x))
+        return np.where(x <= v[0], 0, np.where(x >= v[15], 15, i + up))
+
+    rng = np.random.default_rng(0)
+    for m in mids:
+        bits = m.view(np.int32) + np.arange(-4096, 4097, dtype=np.int32) * (1 if m > 0 else -1)
+        x = bits.view(np.float32)
+        assert np.array_equal(ggml_best_index(x), (x[:, None] >= mids).sum(axis=1))
+    x = rng.uniform(-130, 116, 1_000_000).astype(np.float32)
+    assert np.array_equal(ggml_best_index(x), (x[:, None] >= mids).sum(axis=1))
+
+
 def test_iq4_nl_chunk_path_is_not_the_ref_row_function():
     """quantize_iq4_nl (ggml_quantize_chunk, llama-quantize) searches 15 scales; quantize_row_iq4_nl_ref
     does not. The kernel writes the chunk path's bytes."""
