@@ -16,8 +16,9 @@
 /* E2M1 levels doubled (ggml's kvalues_fp4): the scales below are halved to match. */
 static const int8_t FP4_VALUES[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
-/* Index of the level whose value * e is nearest x: a scan, first of equal errors kept (0 before -0). */
-static inline int best_index_fp4(float x, float e) {
+/* Index of the level whose value * e is nearest x: ggml's best_index_mxfp4, a scan of the 16 in order
+ * keeping the first of equal errors (0 before -0), NaN errors never taken. */
+static inline int best_index_scan(float x, float e) {
     int best = 0;
     float best_err = fabsf(FP4_VALUES[0] * e - x);
     for (int i = 1; i < 16; i++) {
@@ -28,6 +29,27 @@ static inline int best_index_fp4(float x, float e) {
         }
     }
     return best;
+}
+
+/* best_index_scan of n values. For finite x no error is NaN (at worst +inf when 12e overflows), so the
+ * scan's answer is the first index whose error equals the smallest: computed that way, branch-free, the
+ * compiler runs it over several values at once. Non-finite x (where |inf - inf| is NaN) take the scan. */
+static inline void best_indices_fp4(const float *x, uint8_t *idx, int n, float e) {
+    for (int j = 0; j < n; j++) {
+        float err[16], m;
+        for (int i = 0; i < 16; i++)
+            err[i] = fabsf(FP4_VALUES[i] * e - x[j]);
+        m = err[0];
+        for (int i = 1; i < 16; i++)
+            m = err[i] < m ? err[i] : m;
+        int best = 0;
+        for (int i = 15; i >= 0; i--)
+            best = err[i] == m ? i : best;
+        idx[j] = (uint8_t)best;
+    }
+    for (int j = 0; j < n; j++)
+        if (!(fabsf(x[j]) <= 3.40282347e38f))
+            idx[j] = (uint8_t)best_index_scan(x[j], e);
 }
 
 /* E8M0 exponent byte e -> 2^(e - 128), i.e. half of 2^(e - 127) (subnormal for e < 2). */
@@ -70,10 +92,12 @@ static inline uint8_t ue4m3(float x) {
     return (uint8_t)((exp << 3) | man);
 }
 
-/* Nibbles of n values at scale d: byte j holds value j (low) and value j + n/2 (high). */
+/* Nibbles of n (<= 32) values at scale d: byte j holds value j (low) and value j + n/2 (high). */
 static inline void pack_fp4(const float *x, uint8_t *qs, int n, float d) {
+    uint8_t idx[32];
+    best_indices_fp4(x, idx, n, d);
     for (int j = 0; j < n / 2; j++)
-        qs[j] = (uint8_t)(best_index_fp4(x[j], d) | best_index_fp4(x[n / 2 + j], d) << 4);
+        qs[j] = (uint8_t)(idx[j] | idx[n / 2 + j] << 4);
 }
 
 /* MXFP4 block (17 bytes): E8M0 e = floor(log2 max|x|) - 2 + 127 (0 when max|x| is 0), 16 bytes of
