@@ -23,15 +23,28 @@ static float block_amax(const float *x) {
     return amax;
 }
 
-/* x * id rounded half away from zero, shifted to a trit 0, 1, 2. */
-static inline int trit(float x, float id) { return (int)lroundf(x * id) + 1; }
+/* The block's trits t[j] = lroundf(x[j] * id) + 1 (0, 1, 2 for -1, 0, 1), as ggml takes them. With id =
+ * 1 / max|x| every |x * id| is below 1.5 and lroundf is two compares, which the compiler runs over several
+ * values at once; a block where that fails (a NaN resetting ggml's running max, id = inf from a subnormal
+ * max) goes through lroundf itself, its long result cut to int as ggml's `int xi = lroundf(..) + 1` does. */
+static void block_trits(const float *x, float id, int8_t *t) {
+    int ok = 1;
+    for (int j = 0; j < QK_K; j++) {
+        const float v = x[j] * id;
+        ok &= fabsf(v) < 1.5f;
+        t[j] = (int8_t)((v >= 0.5f) - (v <= -0.5f) + 1);
+    }
+    if (!ok)
+        for (int j = 0; j < QK_K; j++)
+            t[j] = (int8_t)(int)(lroundf(x[j] * id) + 1);
+}
 
-/* n trits x[0], x[stride], ... (most significant first) as a byte: the base-3 number scaled to 256 / 243,
+/* n trits t[0], t[stride], ... (most significant first) as a byte: the base-3 number scaled to 256 / 243,
  * rounded up, so that the trit k is the top byte of (q * 3^k mod 256) * 3. */
-static inline uint8_t pack_trits(const float *x, int stride, int n, float id) {
+static inline uint8_t pack_trits(const int8_t *t, int stride, int n) {
     uint8_t q = 0;
     for (int k = 0; k < n; k++)
-        q = (uint8_t)(q * 3 + trit(x[k * stride], id));
+        q = (uint8_t)(q * 3 + t[k * stride]);
     if (n == 4)
         q = (uint8_t)(q * 3); /* the qh bytes: first value to the most significant trit */
     return (uint8_t)(((uint16_t)q * 256 + (243 - 1)) / 243);
@@ -43,13 +56,15 @@ static int quantize_tq1_0(const float *x, uint8_t *y, int64_t n, const float *qw
     (void)qw;
     for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, y += TQ1_SIZE) {
         const float d = block_amax(x), id = d ? 1.0f / d : 0.0f;
+        int8_t t[QK_K];
         ns_put_fp16(y + TQ1_QS + TQ1_QH, d);
+        block_trits(x, id, t);
         for (int m = 0; m < 32; m++)
-            y[m] = pack_trits(x + m, 32, 5, id);
+            y[m] = pack_trits(t + m, 32, 5);
         for (int m = 0; m < 16; m++)
-            y[32 + m] = pack_trits(x + 160 + m, 16, 5, id);
+            y[32 + m] = pack_trits(t + 160 + m, 16, 5);
         for (int j = 0; j < TQ1_QH; j++)
-            y[TQ1_QS + j] = pack_trits(x + 240 + j, TQ1_QH, 4, id);
+            y[TQ1_QS + j] = pack_trits(t + 240 + j, TQ1_QH, 4);
     }
     return 0;
 }
@@ -81,12 +96,14 @@ static int quantize_tq2_0(const float *x, uint8_t *y, int64_t n, const float *qw
     (void)qw;
     for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, y += TQ2_SIZE) {
         const float d = block_amax(x), id = d ? 1.0f / d : 0.0f;
+        int8_t t[QK_K];
         ns_put_fp16(y + QK_K / 4, d);
+        block_trits(x, id, t);
         for (int h = 0; h < 2; h++)
             for (int m = 0; m < 32; m++) {
                 uint8_t q = 0;
                 for (int k = 0; k < 4; k++)
-                    q = (uint8_t)(q + ((trit(x[128 * h + m + 32 * k], id) & 3) << 2 * k));
+                    q = (uint8_t)(q + ((t[128 * h + m + 32 * k] & 3) << 2 * k));
                 y[32 * h + m] = q;
             }
     }
