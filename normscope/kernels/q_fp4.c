@@ -32,20 +32,26 @@ static inline int best_index_scan(float x, float e) {
 }
 
 /* best_index_scan of n values. For finite x no error is NaN (at worst +inf when 12e overflows), so the
- * scan's answer is the first index whose error equals the smallest: computed that way, branch-free, the
- * compiler runs it over several values at once. Non-finite x (where |inf - inf| is NaN) take the scan. */
+ * scan's answer is the first index whose error equals the smallest. Only levels of x's sign can win: the
+ * others' errors k*e + |x| are >= |x|, level 0's, which comes first. And level -k's error at x < 0 is
+ * level k's at |x| (negation is exact). So: the first smallest of 8 errors at |x|, moved to 9..15 for
+ * x < 0 (the sign bit: -0 has |x| = 0, level 0). Branch-free (integer ops for the sign, as a compare
+ * there makes the compiler branch), it runs over several values at once; non-finite x (where
+ * |inf - inf| is NaN) take the scan. */
 static inline void best_indices_fp4(const float *x, uint8_t *idx, int n, float e) {
     for (int j = 0; j < n; j++) {
-        float err[16], m;
-        for (int i = 0; i < 16; i++)
-            err[i] = fabsf(FP4_VALUES[i] * e - x[j]);
+        const float ax = fabsf(x[j]);
+        float err[8], m;
+        for (int i = 0; i < 8; i++)
+            err[i] = fabsf(FP4_VALUES[i] * e - ax);
         m = err[0];
-        for (int i = 1; i < 16; i++)
+        for (int i = 1; i < 8; i++)
             m = err[i] < m ? err[i] : m;
         int best = 0;
-        for (int i = 15; i >= 0; i--)
+        for (int i = 7; i >= 0; i--)
             best = err[i] == m ? i : best;
-        idx[j] = (uint8_t)best;
+        const int neg = (int)(ns_bits(x[j]) >> 31), nonzero = (best + 7) >> 3; /* best is 0 .. 7 */
+        idx[j] = (uint8_t)(best | (neg & nonzero) << 3);
     }
     for (int j = 0; j < n; j++)
         if (!(fabsf(x[j]) <= 3.40282347e38f))

@@ -55,6 +55,19 @@ def ggml_row_ref(x: np.ndarray, name: str) -> np.ndarray:
     return out
 
 
+def fp4_near_midpoints(rng) -> np.ndarray:
+    """256 values: in each 16 the block maximum 6 * 2^k, then E2M1 level midpoints * 2^k (either sign),
+    each exact or one float away, where the level scans must break ties as ggml does."""
+    mids = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], np.float32)
+    out = []
+    for _ in range(16):
+        scale = np.float32(2.0 ** rng.integers(-20, 20))
+        v = mids[rng.integers(0, 7, 15)] * scale * rng.choice([-1, 1], 15).astype(np.float32)
+        v = np.where(rng.random(15) < 0.5, v, np.nextafter(v, rng.choice([-np.inf, np.inf], 15).astype(np.float32)))
+        out.append(np.concatenate([[6 * scale], v]))
+    return np.concatenate(out)
+
+
 def edge_rows() -> np.ndarray:
     """Rows of 256 values at the edges of the scale encodings."""
     rng = np.random.default_rng(7)
@@ -72,6 +85,7 @@ def edge_rows() -> np.ndarray:
         np.where(np.arange(256) % 96 == 3, np.nan, g),            # NaN in some blocks
         np.tile([-0.0, 0.0, -0.0, 0.0], 64),                      # signed zeros
         np.tile([6.0, 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], 32),  # E2M1 midpoints at scale 1
+        fp4_near_midpoints(rng),
         (np.arange(256) % 16 + 1) * 2.0 ** np.repeat(rng.integers(-16, 6, 16), 16),  # UE4M3 rounding of max/6
         np.linspace(-448 * 6 * 1.01, 448 * 6 * 1.01, 256),        # max/6 past UE4M3's 448
         np.linspace(-1, 1, 256) * 2.0 ** -9 * 6 * rng.uniform(0.5, 8, 256),  # UE4M3 subnormal scales
