@@ -13,7 +13,7 @@
 #define TQ1_SIZE (TQ1_QS + TQ1_QH + 2)
 #define TQ2_SIZE (QK_K / 4 + 2)
 
-/* max|x| over the block as ggml's MAX(amax, fabsf(v)) macro takes it, and the fp16-stored d. */
+/* max|x| over the block as ggml's MAX(amax, fabsf(v)) macro takes it (a NaN resets it to the next |x|). */
 static float block_amax(const float *x) {
     float amax = 0.0f;
     for (int j = 0; j < QK_K; j++) {
