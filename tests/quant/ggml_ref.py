@@ -52,6 +52,26 @@ def ggml_quantize(x: np.ndarray, type_name: str, imatrix: np.ndarray | None = No
     return out
 
 
+class _TypeTraits(ctypes.Structure):
+    _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64), ("blck_size_interleave", ctypes.c_int64),
+                ("type_size", ctypes.c_size_t), ("is_quantized", ctypes.c_bool),
+                ("to_float", ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)),
+                ("from_float_ref", ctypes.c_void_p)]
+
+
+def ggml_dequantize(raw: np.ndarray, type_name: str, shape: tuple[int, int]) -> np.ndarray:
+    """ggml's bytes `raw` of `shape` float32 values back through the type's to_float (dequantize_row_*): the
+    reader for types gguf-py cannot dequantize (Q1_0)."""
+    lib = _lib()
+    lib.ggml_get_type_traits.restype = ctypes.POINTER(_TypeTraits)
+    lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
+    traits = lib.ggml_get_type_traits(int(gguf.GGMLQuantizationType[type_name])).contents
+    raw = np.ascontiguousarray(raw, dtype=np.uint8)
+    y = np.zeros(shape, np.float32)
+    traits.to_float(raw.ctypes.data, y.ctypes.data, y.size)
+    return y
+
+
 def adversarial(seed: int = 0) -> np.ndarray:
     """Rows of 1024 values, each a case quantizers get wrong."""
     rng = np.random.default_rng(seed)
