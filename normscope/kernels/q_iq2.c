@@ -481,5 +481,5 @@ const ns_qtype NS_QTYPE_IQ2_XXS = {"IQ2_XXS", 16, QK_K, 66, NS_IMATRIX_REQUIRED,
                                    dequantize_iq2_xxs, init_iq2_xxs};
 const ns_qtype NS_QTYPE_IQ2_XS = {"IQ2_XS", 17, QK_K, 74, NS_IMATRIX_REQUIRED, 0, quantize_iq2_xs,
                                   dequantize_iq2_xs, init_iq2_xs};
-const ns_qtype NS_QTYPE_IQ2_S = {"IQ2_S", 28, QK_K, 82, NS_IMATRIX_USED, 0, quantize_iq2_s, dequantize_iq2_s,
+const ns_qtype NS_QTYPE_IQ2_S = {"IQ2_S", 22, QK_K, 82, NS_IMATRIX_USED, 0, quantize_iq2_s, dequantize_iq2_s,
                                  init_iq2_s};
