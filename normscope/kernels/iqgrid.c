@@ -21,6 +21,7 @@ static void release(ns_iqgrid *g) {
     free(g->map);
     free(g->neighbours);
     free(g->values);
+    free(g->slot);
     memset(g, 0, sizeof *g);
 }
 
@@ -90,8 +91,9 @@ int ns_iqgrid_init(ns_iqgrid *g, const uint8_t *data, int64_t nbytes, int n, int
     g->grid = malloc((size_t)n * sizeof *g->grid);
     g->map = malloc(NS_IQ_MAP_SIZE * sizeof *g->map);
     g->values = malloc((size_t)nbytes);
+    g->slot = malloc((size_t)nbytes);
     int16_t *pos = malloc((size_t)nbytes * sizeof *pos);
-    int status = g->grid && g->map && g->values && pos ? 0 : -1;
+    int status = g->grid && g->map && g->values && g->slot && pos ? 0 : -1;
     if (status == 0) {
         memcpy(g->values, data, (size_t)nbytes);
         for (int i = 0; i < NS_IQ_MAP_SIZE; i++)
@@ -106,6 +108,7 @@ int ns_iqgrid_init(ns_iqgrid *g, const uint8_t *data, int64_t nbytes, int n, int
             if (l < 0)
                 status = -1;
             packed[k] = (uint8_t)(2 * l + 1);
+            g->slot[8 * j + k] = (uint8_t)(8 * l + k);
             pos[(size_t)k * n + j] = (int16_t)(2 * l + 1);
             index |= l << 2 * k;
         }

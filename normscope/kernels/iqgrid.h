@@ -25,6 +25,8 @@ typedef struct {
     uint16_t *neighbours;   /* per off-grid i, ascending: count, then grid indices by (distance, index) */
     int64_t n_neighbours;   /* length of `neighbours` */
     int8_t *values;         /* n x 8 published coordinate values (what dequantization multiplies) */
+    uint8_t *slot;          /* n x 8: 8*l_k + k, where point j's coordinate k sits in a [3][8] table of
+                             * per-(level, coordinate) terms (the neighbour searches' distance terms) */
 } ns_iqgrid;
 
 /* The four grids (ggml's iq2_data[4]): 256 points IQ2_XXS, 512 IQ2_XS, 1024 IQ2_S, 2048 IQ1_S and IQ1_M. */

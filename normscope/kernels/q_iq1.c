@@ -49,26 +49,31 @@ static void sort_pairs(pair *b, int n, pair *tmp) {
 }
 
 /* ggml's iq1_find_best_neighbour2: of the grid points listed for an off-grid point, the first nearest to
- * x/scale in the weighted distance, the levels read as xg; L gets its levels. (ggml then scans the whole
- * grid when no distance is below FLT_MAX, reading past x: never for finite x; here the first is taken.) */
+ * x/scale in the weighted distance, the levels read as xg; L gets its levels. As in q_iq2.c, the terms
+ * w (scale xg[l] - x)^2 per coordinate and level are computed once and each listed point adds its 8.
+ * (ggml then scans the whole grid when no distance is below FLT_MAX, reading past x: never for finite x;
+ * here the first is taken.) */
 static int best_neighbour(const ns_iqgrid *g, int u, const float *x, const float *w, float scale, const float *xg,
                           int8_t *L) {
+    float e[24];
+    for (int l = 0; l < 3; ++l)
+        for (int i = 0; i < 8; ++i) {
+            const float q = xg[l], diff = scale * q - x[i];
+            e[8 * l + i] = w[i] * diff * diff;
+        }
     const uint16_t *nb = g->neighbours - g->map[u] - 1;
     float best = FLT_MAX;
     int gi = nb[1];
     for (int j = 1; j <= nb[0]; ++j) {
-        const int8_t *pg = (const int8_t *)(g->grid + nb[j]);
+        const uint8_t *s = g->slot + 8 * nb[j];
         float d2 = 0;
-        for (int i = 0; i < 8; ++i) {
-            const float q = xg[(pg[i] - 1) / 2], diff = scale * q - x[i];
-            d2 += w[i] * diff * diff;
-        }
+        for (int i = 0; i < 8; ++i)
+            d2 += e[s[i]];
         if (d2 < best)
             best = d2, gi = nb[j];
     }
-    const int8_t *pg = (const int8_t *)(g->grid + gi);
     for (int i = 0; i < 8; ++i)
-        L[i] = (int8_t)((pg[i] - 1) / 2);
+        L[i] = (int8_t)(g->slot[8 * gi + i] >> 3);
     return gi;
 }
 
@@ -141,25 +146,36 @@ static float iq1s_block(const ns_iqgrid *g, const float *xb, const float *qw, fl
         sumx[j + 1] = sumx[j] + weight[i] * xb[i];
         sumw[j + 1] = sumw[j] + weight[i];
     }
+    /* every split (i1, i2) of the sorted values into levels 0 | 1 | 2, shift +1 then -1, in ggml's order:
+     * a candidate replaces the best when sumq2 > 0 and sumqx^2 > best sumq2. The terms of i1 alone and of
+     * i2 alone are computed once per split point, and the candidates of one i1 in a loop of their own
+     * (vectorized): the float operations of ggml's sums, on the same operands, in its order. */
+    static const float *const XS[2] = {X_P, X_M};
+    float ax[2][33], aw[2][33], cx[2][33], cw[2][33];
+    for (int s = 0; s < 2; ++s)
+        for (int t = 0; t <= 32; ++t) {
+            ax[s][t] = (sumx[t] - sumx[0]) * XS[s][0];
+            aw[s][t] = (sumw[t] - sumw[0]) * XS[s][0] * XS[s][0];
+            cx[s][t] = (sumx[32] - sumx[t]) * XS[s][2];
+            cw[s][t] = (sumw[32] - sumw[t]) * XS[s][2] * XS[s][2];
+        }
     float best_score = -FLT_MAX, scale = max;
     int besti1 = -1, besti2 = -1, best_shift = 0;
     for (int i1 = 0; i1 <= 32; ++i1) {
-        for (int i2 = i1; i2 <= 32; ++i2) {
-            float sumqx = (sumx[i1] - sumx[0]) * X_P[0] + (sumx[i2] - sumx[i1]) * X_P[1] + (sumx[32] - sumx[i2]) * X_P[2];
-            float sumq2 = (sumw[i1] - sumw[0]) * X_P[0] * X_P[0] + (sumw[i2] - sumw[i1]) * X_P[1] * X_P[1] +
-                          (sumw[32] - sumw[i2]) * X_P[2] * X_P[2];
-            if (sumq2 > 0 && sumqx * sumqx > best_score * sumq2) {
-                scale = sumqx / sumq2, best_score = scale * sumqx;
-                besti1 = i1, besti2 = i2, best_shift = 1;
-            }
-            sumqx = (sumx[i1] - sumx[0]) * X_M[0] + (sumx[i2] - sumx[i1]) * X_M[1] + (sumx[32] - sumx[i2]) * X_M[2];
-            sumq2 = (sumw[i1] - sumw[0]) * X_M[0] * X_M[0] + (sumw[i2] - sumw[i1]) * X_M[1] * X_M[1] +
-                    (sumw[32] - sumw[i2]) * X_M[2] * X_M[2];
-            if (sumq2 > 0 && sumqx * sumqx > best_score * sumq2) {
-                scale = sumqx / sumq2, best_score = scale * sumqx;
-                besti1 = i1, besti2 = i2, best_shift = -1;
+        float qx[2][33], q2[2][33];
+        for (int s = 0; s < 2; ++s) {
+            const float a = ax[s][i1], b = aw[s][i1], x1 = XS[s][1], sx1 = sumx[i1], sw1 = sumw[i1];
+            for (int i2 = i1; i2 <= 32; ++i2) {
+                qx[s][i2] = a + (sumx[i2] - sx1) * x1 + cx[s][i2];
+                q2[s][i2] = b + (sumw[i2] - sw1) * x1 * x1 + cw[s][i2];
             }
         }
+        for (int i2 = i1; i2 <= 32; ++i2)
+            for (int s = 0; s < 2; ++s)
+                if (q2[s][i2] > 0 && qx[s][i2] * qx[s][i2] > best_score * q2[s][i2]) {
+                    scale = qx[s][i2] / q2[s][i2], best_score = scale * qx[s][i2];
+                    besti1 = i1, besti2 = i2, best_shift = s ? -1 : 1;
+                }
     }
     if (besti1 < 0 || besti2 < 0 || best_shift == 0)
         return -1;
@@ -224,7 +240,7 @@ static int quantize_iq1_s(const float *x, uint8_t *y, int64_t n, const float *qw
 /* One 16-value sub-block: its scale, or -1 when it is empty; shifts k (0..3: bit 1 the first 8 values
  * shifted down, bit 0 the second), the two grid indices. */
 static float iq1m_block(const ns_iqgrid *g, const float *xb, const float *weight, int *shift, uint16_t *index) {
-    float px[2][17], pw[2][17], sumqx[4], sumq2[4];
+    float px[2][17], pw[2][17];
     int8_t L[16];
     pair p[16];
     float max = fabsf(xb[0]);
@@ -246,29 +262,36 @@ static float iq1m_block(const ns_iqgrid *g, const float *xb, const float *weight
     const float p2 = X_P[2], m2 = X_M[2];
     const float cp1 = X_P[0] * X_P[0] - X_P[1] * X_P[1], cp2 = X_P[1] * X_P[1] - X_P[2] * X_P[2];
     const float cm1 = X_M[0] * X_M[0] - X_M[1] * X_M[1], cm2 = X_M[1] * X_M[1] - X_M[2] * X_M[2];
+    /* as in iq1s_block: the sums of one i1's candidates in a loop of their own, the (i1, i2) and k
+     * order of the scan and every float operation ggml's */
+    float tp[2], tm[2], txp[2], txm[2];
+    for (int h = 0; h < 2; ++h) {
+        tp[h] = tws[h] * p2 * p2, tm[h] = tws[h] * m2 * m2;
+        txp[h] = txs[h] * p2, txm[h] = txs[h] * m2;
+    }
     float best_score = -FLT_MAX, scale = max;
     int besti1 = -1, besti2 = -1, best_k = -1;
     for (int i1 = 0; i1 <= 16; ++i1) {
+        float qx[4][17], q2[4][17];
+        const float x0 = px[0][i1], x1 = px[1][i1];
+        const float ap0 = tp[0] + pw[0][i1] * cp1, ap1 = tp[1] + pw[1][i1] * cp1;
+        const float am0 = tm[0] + pw[0][i1] * cm1, am1 = tm[1] + pw[1][i1] * cm1;
         for (int i2 = i1; i2 <= 16; ++i2) {
-            float qx_p[2], qx_m[2], q2_p[2], q2_m[2];
-            for (int h = 0; h < 2; ++h) {
-                const float sx = px[h][i1] + px[h][i2];
-                qx_p[h] = txs[h] * p2 - sx;
-                qx_m[h] = txs[h] * m2 - sx;
-                q2_p[h] = tws[h] * p2 * p2 + pw[h][i1] * cp1 + pw[h][i2] * cp2;
-                q2_m[h] = tws[h] * m2 * m2 + pw[h][i1] * cm1 + pw[h][i2] * cm2;
-            }
-            sumqx[0] = qx_p[0] + qx_p[1], sumqx[1] = qx_p[0] + qx_m[1];
-            sumqx[2] = qx_m[0] + qx_p[1], sumqx[3] = qx_m[0] + qx_m[1];
-            sumq2[0] = q2_p[0] + q2_p[1], sumq2[1] = q2_p[0] + q2_m[1];
-            sumq2[2] = q2_m[0] + q2_p[1], sumq2[3] = q2_m[0] + q2_m[1];
-            for (int k = 0; k < 4; ++k) {
-                if (sumq2[k] > 0 && sumqx[k] * sumqx[k] > best_score * sumq2[k]) {
-                    scale = sumqx[k] / sumq2[k], best_score = scale * sumqx[k];
+            const float sx0 = x0 + px[0][i2], sx1 = x1 + px[1][i2];
+            const float qx_p0 = txp[0] - sx0, qx_p1 = txp[1] - sx1, qx_m0 = txm[0] - sx0, qx_m1 = txm[1] - sx1;
+            const float q2_p0 = ap0 + pw[0][i2] * cp2, q2_p1 = ap1 + pw[1][i2] * cp2;
+            const float q2_m0 = am0 + pw[0][i2] * cm2, q2_m1 = am1 + pw[1][i2] * cm2;
+            qx[0][i2] = qx_p0 + qx_p1, qx[1][i2] = qx_p0 + qx_m1;
+            qx[2][i2] = qx_m0 + qx_p1, qx[3][i2] = qx_m0 + qx_m1;
+            q2[0][i2] = q2_p0 + q2_p1, q2[1][i2] = q2_p0 + q2_m1;
+            q2[2][i2] = q2_m0 + q2_p1, q2[3][i2] = q2_m0 + q2_m1;
+        }
+        for (int i2 = i1; i2 <= 16; ++i2)
+            for (int k = 0; k < 4; ++k)
+                if (q2[k][i2] > 0 && qx[k][i2] * qx[k][i2] > best_score * q2[k][i2]) {
+                    scale = qx[k][i2] / q2[k][i2], best_score = scale * qx[k][i2];
                     besti1 = i1, besti2 = i2, best_k = k;
                 }
-            }
-        }
     }
     if (besti1 < 0 || besti2 < 0 || best_k < 0)
         return -1;

@@ -102,25 +102,30 @@ static inline int levels8(const float *xval, float id, int8_t *L) {
 }
 
 /* ggml's iq2_find_best_neighbour: of the grid points listed for an off-grid point, the first nearest to
- * xval/scale in the sqrt-weighted distance; L gets its levels. (ggml asserts a point is found: a list of
- * NaN distances; here the first is taken.) */
+ * xval/scale in the sqrt-weighted distance; L gets its levels. A point's distance is the sum, in
+ * coordinate order, of terms w (scale q - x)^2 that depend only on the coordinate and its level q = 1, 3,
+ * 5: they are computed once (e), with ggml's operations, and each listed point adds its 8. (ggml asserts
+ * a point is found; with NaN distances the first is taken here.) */
 static int best_neighbour(const ns_iqgrid *g, int u, const float *xval, const float *w, float scale, int8_t *L) {
+    float e[24];
+    for (int l = 0; l < 3; ++l)
+        for (int i = 0; i < 8; ++i) {
+            const float q = 2 * l + 1, diff = scale * q - xval[i];
+            e[8 * l + i] = w[i] * diff * diff;
+        }
     const uint16_t *nb = g->neighbours - g->map[u] - 1;
     float best_d2 = FLT_MAX;
     int gi = nb[1];
     for (int j = 1; j <= nb[0]; ++j) {
-        const int8_t *pg = (const int8_t *)(g->grid + nb[j]);
+        const uint8_t *s = g->slot + 8 * nb[j];
         float d2 = 0;
-        for (int i = 0; i < 8; ++i) {
-            const float q = pg[i], diff = scale * q - xval[i];
-            d2 += w[i] * diff * diff;
-        }
+        for (int i = 0; i < 8; ++i)
+            d2 += e[s[i]];
         if (d2 < best_d2)
             best_d2 = d2, gi = nb[j];
     }
-    const int8_t *pg = (const int8_t *)(g->grid + gi);
     for (int i = 0; i < 8; ++i)
-        L[i] = (int8_t)((pg[i] - 1) / 2);
+        L[i] = (int8_t)(g->slot[8 * gi + i] >> 3);
     return gi;
 }
 
