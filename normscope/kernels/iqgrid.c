@@ -4,15 +4,14 @@
  * point, ggml computes the squared distance (an integer) from i's point (2*l_k + 1 per coordinate) to
  * every grid point, sorts (distance, index) pairs with qsort (iq2_compare_func: by distance, then index;
  * no two pairs are equal, so the order is fully determined), and keeps every point whose distance is one
- * of the nwant smallest distinct distances. Distances are at most 8 * 6^2 = 288, so the same order comes
- * from a counting pass here. Lists are laid out as ggml lays them out: by ascending i, count first.
+ * of the nwant smallest distinct distances. The same lists come here from finding those distances and
+ * taking the points at each in index order. Lists are laid out as ggml lays them out: by ascending i, count first.
  */
 #include "iqgrid.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_D2 288
 
 ns_iqgrid NS_IQGRID_256, NS_IQGRID_512, NS_IQGRID_1024, NS_IQGRID_2048;
 
@@ -42,6 +41,32 @@ static int append(ns_iqgrid *g, int64_t *cap, const uint16_t *list, int count) {
     return 0;
 }
 
+/* The helpers below are the vectorized inner loops of build_neighbours (kept apart: inlined into its loop
+ * nest, GCC vectorizes none of them). */
+
+/* d2[j] += (pos[j] - p)^2 over the points j of one coordinate. */
+static __attribute__((noinline)) void add_squares(int16_t *restrict d2, const int16_t *restrict pos, int16_t p, int n) {
+    for (int j = 0; j < n; j++)
+        d2[j] = (int16_t)(d2[j] + (pos[j] - p) * (pos[j] - p));
+}
+
+/* The least of d2[0..n) above floor, INT16_MAX when there is none. */
+static __attribute__((noinline)) int min_above(const int16_t *restrict d2, int n, int floor) {
+    int m = INT16_MAX;  /* int, not int16_t: GCC 12 vectorizes this min only so */
+    for (int j = 0; j < n; j++) {
+        const int v = d2[j] > floor ? d2[j] : INT16_MAX;
+        m = v < m ? v : m;
+    }
+    return m;
+}
+
+static __attribute__((noinline)) int count_equal(const int16_t *restrict d2, int n, int v) {
+    int c = 0;
+    for (int j = 0; j < n; j++)
+        c += d2[j] == v;
+    return c;
+}
+
 /* The neighbour lists of every off-grid index. pos: the grid's positions coordinate-major (pos[k*n + j] =
  * 2*l_k + 1 of point j), so the distance loop runs over points in the inner loop. */
 static int build_neighbours(ns_iqgrid *g, const int16_t *pos) {
@@ -54,26 +79,21 @@ static int build_neighbours(ns_iqgrid *g, const int16_t *pos) {
         if (g->map[i] >= 0)
             continue;
         memset(d2, 0, (size_t)n * sizeof *d2);
-        for (int k = 0; k < 8; k++) {
-            const int16_t p = (int16_t)(2 * ((i >> 2 * k) & 3) + 1), *pk = pos + (size_t)k * n;
-            for (int j = 0; j < n; j++)
-                d2[j] = (int16_t)(d2[j] + (pk[j] - p) * (pk[j] - p));
+        for (int k = 0; k < 8; k++)
+            add_squares(d2, pos + (size_t)k * n, (int16_t)(2 * ((i >> 2 * k) & 3) + 1), n);
+        /* the nwant smallest distinct distances (lv), how many points are at each, then the points in
+         * ascending index within each distance */
+        int lv[3] = {-1, -1, -1}, kept = 0, start[3], total = 0;
+        for (int floor = -1; kept < g->nwant; floor = lv[kept++]) {
+            lv[kept] = min_above(d2, n, floor);
+            if (lv[kept] == INT16_MAX)
+                break;
         }
-        /* the nwant smallest distinct distances, each with its count */
-        int count[MAX_D2 + 1] = {0}, start[MAX_D2 + 1];
+        for (int r = 0; r < kept; r++)
+            start[r] = total, total += count_equal(d2, n, lv[r]);
         for (int j = 0; j < n; j++)
-            count[d2[j]]++;
-        int kept = 0, total = 0, last = -1;
-        for (int v = 0; v <= MAX_D2 && kept < g->nwant; v++) {
-            if (!count[v])
-                continue;
-            start[v] = total;
-            total += count[v];
-            kept++, last = v;
-        }
-        for (int j = 0; j < n; j++)
-            if (d2[j] <= last)
-                list[start[d2[j]]++] = (uint16_t)j;
+            if (d2[j] <= lv[kept - 1])
+                list[start[d2[j] == lv[0] ? 0 : d2[j] == lv[1] ? 1 : 2]++] = (uint16_t)j;
         g->map[i] = (int32_t)-(g->n_neighbours + 1);
         status = append(g, &cap, list, total);
     }
