@@ -195,3 +195,32 @@ def test_tied_rows(name, seed):
         assert np.array_equal(ours(x, name, imatrix), ggml_quantize(x, name, imatrix))
     if TABLE[name][4] < 2:
         assert np.array_equal(ours(x, name), ggml_quantize(x, name))
+
+
+# ---- non-finite values ----------------------------------------------------------------------------------
+
+def nonfinite_rows(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (6, 512)).astype(np.float32)
+    for r, (value, col) in enumerate([(np.nan, 0), (np.inf, 5), (-np.inf, 100), (np.nan, 255), (np.inf, 300),
+                                      (-np.inf, 511)]):
+        x[r, col] = value
+    return x
+
+
+@pytest.mark.parametrize("name", ["IQ2_XXS", "IQ1_S"])
+def test_nonfinite_rows_as_ggml(name):
+    """NaN and inf where ggml quantizes them (IQ2_XS, IQ2_S and IQ1_M abort on some: GGML_ASSERT)."""
+    x = nonfinite_rows(0)
+    for w in (np.ones(512, np.float32), np.random.default_rng(1).lognormal(0, 1, 512).astype(np.float32)):
+        assert np.array_equal(ours(x, name, w), ggml_quantize(x, name, w))
+
+
+@pytest.mark.parametrize("name", LATTICE)
+def test_nonfinite_rows_do_not_crash(name):
+    x = nonfinite_rows(1)
+    w = np.ones(512, np.float32)
+    first = ours(x, name, w)
+    assert np.array_equal(ours(x, name, w), first)
+    if TABLE[name][4] < 2:
+        ours(x, name)
