@@ -148,8 +148,9 @@ static inline void sums(int n, const float *w, const float *xval, const int8_t *
     *sumqx = sx, *sumq2 = s2;
 }
 
-/* Magnitudes and sign bits of a group of 8; with `even`, the smallest w x^2 of an odd count of negatives
- * keeps its sign (flipped into xval), so the 7 stored bits determine the 8th by parity. */
+/* Magnitudes and sign bits of a group of 8. With `even` (IQ2_XXS, IQ2_XS: 7 stored bits, the 8th by
+ * parity), an odd count of negatives toggles the sign bit of the value of least w x^2 and negates its
+ * magnitude in xval instead. */
 static inline uint8_t group_signs(const float *xb, const float *w, float *xval, int even) {
     int nflip = 0;
     uint8_t s = 0;
