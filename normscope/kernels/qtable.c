@@ -3,11 +3,14 @@
 
 extern const ns_qtype NS_QTYPE_F16, NS_QTYPE_BF16;
 extern const ns_qtype NS_QTYPE_Q8_0;
+extern const ns_qtype NS_QTYPE_IQ3_XXS, NS_QTYPE_IQ3_S;
 
 const ns_qtype *const NS_QTYPES[] = {
     &NS_QTYPE_F16,
     &NS_QTYPE_BF16,
     &NS_QTYPE_Q8_0,
+    &NS_QTYPE_IQ3_XXS,
+    &NS_QTYPE_IQ3_S,
 };
 const int NS_N_QTYPES = (int)(sizeof NS_QTYPES / sizeof NS_QTYPES[0]);
 
