@@ -21,6 +21,11 @@
 #define QK_K 256
 #define KMAP_SIZE 4096 /* the 8^4 level space; a point's index is l0 | l1 << 3 | l2 << 6 | l3 << 9 */
 
+/* GCC's generic vectors (SSE2 on x86-64, NEON on arm64): 4 neighbours' distances at once, each lane the
+ * float operations of ggml's scalar loop in its order. */
+typedef float v4sf __attribute__((vector_size(16)));
+typedef int32_t v4si __attribute__((vector_size(16)));
+
 typedef struct {
     int n_points;
     uint8_t *value;       /* n_points x 4: the published coordinates, what dequantization multiplies */
@@ -28,6 +33,10 @@ typedef struct {
     int32_t *map;         /* KMAP_SIZE: the grid index of a point, or -(offset + 1) into neighbours */
     uint16_t *neighbours; /* per point off the grid: count, then that many grid indices */
     int64_t n_neighbours;
+    /* the same lists for the search: a point's neighbours 4 at a time, one v4sf per coordinate (4 v4sf
+     * a chunk), NaN past the end (a NaN distance is never the smallest) */
+    v4sf *chunks;
+    int32_t *chunk_at; /* KMAP_SIZE: a point off the grid's first chunk */
 } iq3_grid;
 
 static iq3_grid grids[2]; /* [0] IQ3_XXS (256 points), [1] IQ3_S (512) */
@@ -70,8 +79,10 @@ static int build_grid(iq3_grid *g, const uint8_t *data, int64_t nbytes, int n_po
     float *q = malloc(4 * sizeof(float) * (size_t)n_points);
     int32_t *map = malloc(KMAP_SIZE * sizeof(int32_t));
     int *d2 = malloc(sizeof(int) * (size_t)n_points);
+    int32_t *chunk_at = malloc(KMAP_SIZE * sizeof(int32_t));
     uint16_t *neighbours = NULL;
-    if (!value || !q || !map || !d2)
+    v4sf *chunks = NULL;
+    if (!value || !q || !map || !d2 || !chunk_at)
         goto fail;
     memcpy(value, data, 4 * (size_t)n_points);
     for (int i = 0; i < KMAP_SIZE; i++)
@@ -118,11 +129,29 @@ static int build_grid(iq3_grid *g, const uint8_t *data, int64_t nbytes, int n_po
         }
         total = offset;
     }
+    /* the chunked copy */
+    int64_t n_chunks = 0;
+    for (int i = 0; i < KMAP_SIZE; i++)
+        if (map[i] < 0) {
+            chunk_at[i] = (int32_t)n_chunks;
+            n_chunks += (neighbours[-map[i] - 1] + 3) / 4;
+        }
+    if (!(chunks = aligned_alloc(sizeof(v4sf), sizeof(v4sf) * 4 * (size_t)n_chunks)))
+        goto fail;
+    for (int i = 0; i < KMAP_SIZE; i++) {
+        if (map[i] >= 0)
+            continue;
+        const uint16_t *nb = neighbours - map[i] - 1;
+        v4sf *c = chunks + 4 * chunk_at[i];
+        for (int j = 0; j < (nb[0] + 3) / 4 * 4; j++)
+            for (int k = 0; k < 4; k++)
+                c[4 * (j / 4) + k][j % 4] = j < nb[0] ? q[4 * nb[1 + j] + k] : NAN;
+    }
     free(d2);
-    *g = (iq3_grid){n_points, value, q, map, neighbours, total};
+    *g = (iq3_grid){n_points, value, q, map, neighbours, total, chunks, chunk_at};
     return 0;
 fail:
-    free(value), free(q), free(map), free(d2), free(neighbours);
+    free(value), free(q), free(map), free(d2), free(neighbours), free(chunks), free(chunk_at);
     return -1;
 }
 
@@ -139,29 +168,43 @@ static int init_iq3_s(const uint8_t *data, int64_t nbytes) {
 
 /* ---- the search -------------------------------------------------------------------------------------- */
 
-/* The neighbour of a point off the grid closest to xval (4 values) at `scale`, in the weighted squared
- * error sum_i w_i (scale q_i - x_i)^2; the first of equal ones. Writes its levels to L. */
-static int best_neighbour(const iq3_grid *g, const uint16_t *nb, const float *xval, const float *w, float scale,
-                          int8_t *L) {
-    float best_d2 = FLT_MAX;
-    int grid_index = -1;
-    for (int j = 1; j <= nb[0]; j++) {
-        const float *q = g->q + 4 * nb[j];
-        float d2 = 0;
-        for (int i = 0; i < 4; i++) {
-            const float diff = scale * q[i] - xval[i];
-            d2 += w[i] * diff * diff;
-        }
-        if (d2 < best_d2) {
-            best_d2 = d2;
-            grid_index = nb[j];
-        }
+/* The neighbour of point u (off the grid) nearest to xval (4 values) at `scale`, in the weighted squared
+ * error d2 = sum_i w_i (scale q_i - x_i)^2, the first of equal ones in the list's order; its levels to L.
+ * Each lane keeps its first smallest d2 below FLT_MAX (as ggml's scan starts), then the lanes' smallest,
+ * on a tie the earliest in the list, is the one ggml's scan finds. */
+static void best_neighbour(const iq3_grid *g, int u, const float *xval, const float *w, float scale, int8_t *L) {
+    const uint16_t *nb = g->neighbours - g->map[u] - 1;
+    const v4sf *c = g->chunks + 4 * g->chunk_at[u];
+    const v4sf s = {scale, scale, scale, scale};
+    const v4sf x0 = {xval[0], xval[0], xval[0], xval[0]}, x1 = {xval[1], xval[1], xval[1], xval[1]},
+               x2 = {xval[2], xval[2], xval[2], xval[2]}, x3 = {xval[3], xval[3], xval[3], xval[3]};
+    const v4sf w0 = {w[0], w[0], w[0], w[0]}, w1 = {w[1], w[1], w[1], w[1]}, w2 = {w[2], w[2], w[2], w[2]},
+               w3 = {w[3], w[3], w[3], w[3]};
+    v4sf best = {FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX};
+    v4si at = {-1, -1, -1, -1}, pos = {0, 1, 2, 3};
+    for (int j = 0; j < nb[0]; j += 4, c += 4, pos += 4) {
+        v4sf d2 = {0, 0, 0, 0}, diff;
+        diff = s * c[0] - x0;
+        d2 += w0 * diff * diff;
+        diff = s * c[1] - x1;
+        d2 += w1 * diff * diff;
+        diff = s * c[2] - x2;
+        d2 += w2 * diff * diff;
+        diff = s * c[3] - x3;
+        d2 += w3 * diff * diff;
+        const v4si lt = d2 < best;
+        best = (v4sf)(((v4si)d2 & lt) | ((v4si)best & ~lt));
+        at = (pos & lt) | (at & ~lt);
     }
-    if (grid_index < 0) /* every distance NaN or above FLT_MAX: ggml aborts; take the first */
-        grid_index = nb[1];
+    int first = -1;
+    float min = FLT_MAX;
+    for (int l = 0; l < 4; l++)
+        if (at[l] >= 0 && (first < 0 || best[l] < min || (best[l] == min && at[l] < first)))
+            first = at[l], min = best[l];
+    /* every distance NaN or not below FLT_MAX: ggml aborts there; take the first neighbour */
+    const int grid_index = nb[1 + (first < 0 ? 0 : first)];
     for (int i = 0; i < 4; i++)
         L[i] = (int8_t)(((int)g->q[4 * grid_index + i] - 1) / 2);
-    return grid_index;
 }
 
 /* 4 values' levels at inverse scale id, clamped to 0..7, and the point's index in the level space. */
@@ -195,7 +238,7 @@ static float search_group(const iq3_grid *g, const float *xval, const float *wei
             const int u = levels(xval + 4 * k, id, Laux + 4 * k);
             on_grid_aux[k] = g->map[u] >= 0;
             if (!on_grid_aux[k])
-                best_neighbour(g, g->neighbours - g->map[u] - 1, xval + 4 * k, waux + 4 * k, this_scale, Laux + 4 * k);
+                best_neighbour(g, u, xval + 4 * k, waux + 4 * k, this_scale, Laux + 4 * k);
         }
         float sumqx = 0, sumq2 = 0;
         for (int i = 0; i < 32; i++) {
@@ -220,7 +263,7 @@ static float search_group(const iq3_grid *g, const float *xval, const float *wei
                 continue;
             const int u = levels(xval + 4 * k, id, L + 4 * k);
             if (g->map[u] < 0)
-                best_neighbour(g, g->neighbours - g->map[u] - 1, xval + 4 * k, waux + 4 * k, scale, L + 4 * k);
+                best_neighbour(g, u, xval + 4 * k, waux + 4 * k, scale, L + 4 * k);
         }
         float sumqx = 0, sumq2 = 0;
         for (int i = 0; i < 32; i++) {
