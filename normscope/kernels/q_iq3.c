@@ -29,6 +29,7 @@ typedef int32_t v4si __attribute__((vector_size(16)));
 typedef struct {
     int n_points;
     uint8_t *value;       /* n_points x 4: the published coordinates, what dequantization multiplies */
+    uint8_t *level;       /* n_points x 4: the levels l, 0..7 */
     float *q;             /* n_points x 4: 2l+1, the coordinates the quantizer searches with */
     int32_t *map;         /* KMAP_SIZE: the grid index of a point, or -(offset + 1) into neighbours */
     uint16_t *neighbours; /* per point off the grid: count, then that many grid indices */
@@ -76,13 +77,14 @@ static int build_grid(iq3_grid *g, const uint8_t *data, int64_t nbytes, int n_po
     if (nbytes != 4 * (int64_t)n_points)
         return -1;
     uint8_t *value = malloc(4 * (size_t)n_points);
+    uint8_t *level = malloc(4 * (size_t)n_points);
     float *q = malloc(4 * sizeof(float) * (size_t)n_points);
     int32_t *map = malloc(KMAP_SIZE * sizeof(int32_t));
     int *d2 = malloc(sizeof(int) * (size_t)n_points);
     int32_t *chunk_at = malloc(KMAP_SIZE * sizeof(int32_t));
     uint16_t *neighbours = NULL;
     v4sf *chunks = NULL;
-    if (!value || !q || !map || !d2 || !chunk_at)
+    if (!value || !level || !q || !map || !d2 || !chunk_at)
         goto fail;
     memcpy(value, data, 4 * (size_t)n_points);
     for (int i = 0; i < KMAP_SIZE; i++)
@@ -95,6 +97,7 @@ static int build_grid(iq3_grid *g, const uint8_t *data, int64_t nbytes, int n_po
                 l++;
             if (l == 8)
                 goto fail;
+            level[4 * j + k] = (uint8_t)l;
             q[4 * j + k] = (float)(2 * l + 1);
             index |= l << 3 * k;
         }
@@ -148,10 +151,10 @@ static int build_grid(iq3_grid *g, const uint8_t *data, int64_t nbytes, int n_po
                 c[4 * (j / 4) + k][j % 4] = j < nb[0] ? q[4 * nb[1 + j] + k] : NAN;
     }
     free(d2);
-    *g = (iq3_grid){n_points, value, q, map, neighbours, total, chunks, chunk_at};
+    *g = (iq3_grid){n_points, value, level, q, map, neighbours, total, chunks, chunk_at};
     return 0;
 fail:
-    free(value), free(q), free(map), free(d2), free(neighbours), free(chunks), free(chunk_at);
+    free(value), free(level), free(q), free(map), free(d2), free(neighbours), free(chunks), free(chunk_at);
     return -1;
 }
 
