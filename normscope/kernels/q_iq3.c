@@ -175,7 +175,8 @@ static int init_iq3_s(const uint8_t *data, int64_t nbytes) {
  * error d2 = sum_i w_i (scale q_i - x_i)^2, the first of equal ones in the list's order; its levels to L.
  * Each lane keeps its first smallest d2 below FLT_MAX (as ggml's scan starts), then the lanes' smallest,
  * on a tie the earliest in the list, is the one ggml's scan finds. */
-static void best_neighbour(const iq3_grid *g, int u, const float *xval, const float *w, float scale, int8_t *L) {
+static inline __attribute__((always_inline)) void best_neighbour(const iq3_grid *g, int u, const float *xval,
+                                                                 const float *w, float scale, int8_t *L) {
     const uint16_t *nb = g->neighbours - g->map[u] - 1;
     const v4sf *c = g->chunks + 4 * g->chunk_at[u];
     const v4sf s = {scale, scale, scale, scale};
@@ -210,45 +211,57 @@ static void best_neighbour(const iq3_grid *g, int u, const float *xval, const fl
         L[i] = (int8_t)(((int)g->q[4 * grid_index + i] - 1) / 2);
 }
 
-/* 4 values' levels at inverse scale id, clamped to 0..7, and the point's index in the level space. */
-static inline int levels(const float *xval, float id, int8_t *L) {
-    int u = 0;
-    for (int i = 0; i < 4; i++) {
+/* n values' levels at inverse scale id, nearest_int(0.5 (id x - 1)) clamped to 0..7 (a loop the compiler
+ * vectorizes). */
+static inline void levels(const float *xval, float id, int8_t *L, int n) {
+    for (int i = 0; i < n; i++) {
         int l = ns_nearest_int(0.5f * (id * xval[i] - 1));
         l = l < 7 ? l : 7;
         l = l > 0 ? l : 0;
         L[i] = (int8_t)l;
-        u |= l << 3 * i;
     }
-    return u;
+}
+
+/* the index of 4 levels in the level space */
+static inline int level_index(const int8_t *L) { return L[0] | L[1] << 3 | L[2] << 6 | L[3] << 9; }
+
+/* sum w x q and sum w q^2 over a group, q = 2l+1, in ggml's order; wx[i] = w[i] x[i], the first product of
+ * ggml's w*x*q. */
+static inline void fit_sums(const float *wx, const float *weight, const int8_t *L, float *sumqx, float *sumq2) {
+    float sx = 0, s2 = 0;
+    for (int i = 0; i < 32; i++) {
+        const float w = weight[i], q = 2 * L[i] + 1;
+        sx += wx[i] * q;
+        s2 += w * q * q;
+    }
+    *sumqx = sx, *sumq2 = s2;
 }
 
 /* One 32-value group (xval >= 0 but for IQ3_XXS's one flipped value, max > 0): the best scale among
- * (15 + 0.2 is) / max, is = -n_is..n_is, by sum(w x q)^2 / sum(w q^2) with each 4-value piece rounded and
- * put on the grid; then the pieces off the grid (IQ3_XXS) or all (IQ3_S) searched again at that scale and
- * the scale refit. Levels to L; returns the scale. */
+ * 1 / ((15 + 0.2 is) / max), is = -n_is..n_is, by sum(w x q)^2 / sum(w q^2) with each 4-value piece
+ * rounded and put on the grid; then the pieces off the grid (IQ3_XXS) or all (IQ3_S) searched again at
+ * that scale and the scale refit. Levels to L; returns the scale. */
 static float search_group(const iq3_grid *g, const float *xval, const float *weight, const float *waux, float max,
                           int n_is, int xxs, int8_t L[32]) {
     int8_t Laux[32];
     int on_grid[8], on_grid_aux[8];
+    float wx[32], sumqx, sumq2;
+    for (int i = 0; i < 32; i++)
+        wx[i] = weight[i] * xval[i];
     float best = 0, scale = max / 15;
     memset(L, 0, 32);
     for (int k = 0; k < 8; k++)
         on_grid[k] = xxs;
     for (int is = -n_is; is <= n_is; is++) {
         const float id = (15 + is * 0.2f) / max, this_scale = 1 / id;
+        levels(xval, id, Laux, 32);
         for (int k = 0; k < 8; k++) {
-            const int u = levels(xval + 4 * k, id, Laux + 4 * k);
+            const int u = level_index(Laux + 4 * k);
             on_grid_aux[k] = g->map[u] >= 0;
             if (!on_grid_aux[k])
                 best_neighbour(g, u, xval + 4 * k, waux + 4 * k, this_scale, Laux + 4 * k);
         }
-        float sumqx = 0, sumq2 = 0;
-        for (int i = 0; i < 32; i++) {
-            const float w = weight[i], q = 2 * Laux[i] + 1;
-            sumqx += w * xval[i] * q;
-            sumq2 += w * q * q;
-        }
+        fit_sums(wx, weight, Laux, &sumqx, &sumq2);
         if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
             scale = sumqx / sumq2;
             best = scale * sumqx;
@@ -264,16 +277,12 @@ static float search_group(const iq3_grid *g, const float *xval, const float *wei
         for (int k = 0; k < 8; k++) {
             if (xxs && on_grid[k])
                 continue;
-            const int u = levels(xval + 4 * k, id, L + 4 * k);
+            levels(xval + 4 * k, id, L + 4 * k, 4);
+            const int u = level_index(L + 4 * k);
             if (g->map[u] < 0)
                 best_neighbour(g, u, xval + 4 * k, waux + 4 * k, scale, L + 4 * k);
         }
-        float sumqx = 0, sumq2 = 0;
-        for (int i = 0; i < 32; i++) {
-            const float w = weight[i], q = 2 * L[i] + 1;
-            sumqx += w * xval[i] * q;
-            sumq2 += w * q * q;
-        }
+        fit_sums(wx, weight, L, &sumqx, &sumq2);
         if (sumq2 > 0)
             scale = sumqx / sumq2;
     }
@@ -301,9 +310,7 @@ static float block_sigma2(const float *xbl) {
 }
 
 /* the grid index of 4 levels known to be on the grid */
-static inline int grid_index(const iq3_grid *g, const int8_t *L) {
-    return g->map[L[0] | L[1] << 3 | L[2] << 6 | L[3] << 9];
-}
+static inline int grid_index(const iq3_grid *g, const int8_t *L) { return g->map[level_index(L)]; }
 
 static inline float fmax_ggml(float a, float b) { return a > b ? a : b; } /* ggml's MAX, NaN order included */
 
