@@ -4,10 +4,12 @@
  *
  * The grids come at run time from gguf-py's published points (init_iq3_*). From them init builds what
  * ggml's iq3xs_init_impl builds from its own copy: the points as levels 0..7, the map from a point of the
- * 8^4 level space to its grid index (-1 off the grid), and for each point off the grid the grid points at
- * its `nwant` smallest squared distances (IQ3_XXS 2, IQ3_S 3), ordered by (distance, grid index) -- the
- * order ggml's qsort gives, its keys being unique -- which iq3_find_best_neighbour scans, first minimum
- * winning. tests/quant/test_qkernels_iq3.py compares these tables with the ones in ggml's memory.
+ * 8^4 level space to its grid index (or, off the grid, to its neighbour list), and for each point off the
+ * grid the grid points at its `nwant` smallest squared distances (IQ3_XXS 2, IQ3_S 3), ordered by
+ * (distance, grid index) -- the order ggml's qsort gives, its keys being unique -- which
+ * iq3_find_best_neighbour scans, the first minimum winning. The sign tables are computed (ksigns).
+ * tests/quant/test_qkernels_iq3.py compares these tables with the ones in ggml's memory. Both types use
+ * an importance matrix when given one and weigh by x^2 without.
  *
  * ref: ggml/src/ggml-quants.c iq3xs_init_impl, iq3_find_best_neighbour, quantize_row_iq3_xxs_impl,
  *      quantize_row_iq3_s_impl, quantize_iq3_xxs, quantize_iq3_s, dequantize_row_iq3_xxs,
@@ -47,8 +49,8 @@ static inline uint8_t ksigns(unsigned i) { return (uint8_t)(i | ((unsigned)__bui
 
 /* ---- tables ------------------------------------------------------------------------------------------ */
 
-/* Grid points off `j`'s... : the points at the nwant smallest distinct squared distances d2 (ascending),
- * each distance's points by ascending index -- the order of ggml's qsort on (d2, index), whose keys are
+/* A point's neighbour list from its squared distance d2[j] to each grid point j: the grid points at the
+ * nwant smallest distinct distances (fewer if there are fewer), ascending, each distance's points by index -- the order of ggml's qsort on (d2, index), whose keys are
  * unique so its instability does not matter. Writes them to out (if not NULL); returns their number. */
 static int nearest_points(const int *d2, int n_points, int nwant, uint16_t *out) {
     int count = 0, below = -1;
