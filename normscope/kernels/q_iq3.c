@@ -50,8 +50,9 @@ static inline uint8_t ksigns(unsigned i) { return (uint8_t)(i | ((unsigned)__bui
 /* ---- tables ------------------------------------------------------------------------------------------ */
 
 /* A point's neighbour list from its squared distance d2[j] to each grid point j: the grid points at the
- * nwant smallest distinct distances (fewer if there are fewer), ascending, each distance's points by index -- the order of ggml's qsort on (d2, index), whose keys are
- * unique so its instability does not matter. Writes them to out (if not NULL); returns their number. */
+ * nwant smallest distinct distances (fewer if there are fewer), ascending, each distance's points by
+ * index -- the order of ggml's qsort on (d2, index), whose keys are unique so its instability does not
+ * matter. Writes them to out (if not NULL); returns their number. */
 static int nearest_points(const int *d2, int n_points, int nwant, uint16_t *out) {
     int count = 0, below = -1;
     for (int have = 0; have < nwant; have++) {
