@@ -2,13 +2,14 @@
  * grid of points in {8, 25, 43}^8 (iqgrid.h), 7 or 8 sign bits per group, a 4-bit scale per 32 or 16
  * values and one fp16 d per super-block.
  *
- * ref: ggml/src/ggml-quants.c make_qp_quants, iq2_find_best_neighbour, quantize_row_iq2_xxs_impl,
+ * ref: ggml/src/ggml-quants.c iq2_find_best_neighbour, quantize_row_iq2_xxs_impl,
  *      quantize_row_iq2_xs_impl, quantize_row_iq2_s_impl, quantize_iq2_xxs / _xs / _s,
  *      dequantize_row_iq2_xxs / _xs / _s; ggml-common.h block_iq2_xxs / _xs / _s.
  */
 #include <float.h>
 
 #include "iqgrid.h"
+#include "qsearch.h"
 #include "qtypes.h"
 
 #define QK_K 256
@@ -19,75 +20,6 @@
 static const int8_t IQ2_LEVELS[3] = {8, 25, 43};
 
 static inline float maxf(float a, float b) { return a > b ? a : b; }  /* ggml's MAX, NaN order included */
-
-/* ggml's make_qp_quants (a static copy until qsearch.c has the shared one): the weighted least-squares
- * scale for levels 0..nmax of non-negative x, over 9 trial scales, then up to 5 rounds of one-level
- * moves. L is uint8 as in ggml: a negative level (x < 0) wraps, and the wrapped value is what the trial
- * errors and the move rounds read back. */
-static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *qw) {
-    float max = 0;
-    for (int i = 0; i < n; ++i)
-        max = maxf(max, x[i]);
-    if (max < GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.f;
-    }
-    float iscale = nmax / max;
-    for (int i = 0; i < n; ++i)
-        L[i] = (uint8_t)ns_nearest_int(iscale * x[i]);
-    const float scale = 1 / iscale;
-    float best_mse = 0;
-    for (int i = 0; i < n; ++i) {
-        const float diff = x[i] - scale * L[i];
-        best_mse += qw[i] * diff * diff;
-    }
-    for (int is = -4; is <= 4; ++is) {
-        if (is == 0)
-            continue;
-        const float iscale_is = (0.1f * is + nmax) / max, scale_is = 1 / iscale_is;
-        float mse = 0;
-        for (int i = 0; i < n; ++i) {
-            int l = ns_nearest_int(iscale_is * x[i]);
-            l = l < nmax ? l : nmax;
-            const float diff = x[i] - scale_is * l;
-            mse += qw[i] * diff * diff;
-        }
-        if (mse < best_mse) {
-            best_mse = mse;
-            iscale = iscale_is;
-        }
-    }
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-        int l = ns_nearest_int(iscale * x[i]);
-        l = l < nmax ? l : nmax;
-        L[i] = (uint8_t)l;
-        sumlx += qw[i] * x[i] * l;
-        suml2 += qw[i] * l * l;
-    }
-    for (int itry = 0; itry < 5; ++itry) {
-        int n_changed = 0;
-        for (int i = 0; i < n; ++i) {
-            const float w = qw[i];
-            float slx = sumlx - w * x[i] * L[i], sl2 = suml2 - w * L[i] * L[i];
-            if (slx > 0 && sl2 > 0) {
-                int new_l = ns_nearest_int(x[i] * sl2 / slx);
-                new_l = new_l < nmax ? new_l : nmax;
-                if (new_l != L[i]) {
-                    slx += w * x[i] * new_l;
-                    sl2 += w * new_l * new_l;
-                    if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-                        L[i] = (uint8_t)new_l, sumlx = slx, suml2 = sl2;
-                        ++n_changed;
-                    }
-                }
-            }
-        }
-        if (!n_changed)
-            break;
-    }
-    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
-}
 
 /* Levels (0..2) of 8 values at inverse scale id, and their index in the map. */
 static inline int levels8(const float *xval, float id, int8_t *L) {
@@ -204,7 +136,7 @@ static float iq2_xxs_group(const ns_iqgrid *g, const float *xb, const float *qw,
         max = maxf(max, xval[i]);
     if (max < GROUP_MAX_EPS)
         return -1;
-    float scale = make_qp_quants(32, KMAXQ + 1, xval, (uint8_t *)L, weight);
+    float scale = ns_make_qp_quants(32, KMAXQ + 1, xval, (uint8_t *)L, weight);
     const float eff_max = scale * KMAXQ;
     if (eff_max <= 0)
         return -1;
