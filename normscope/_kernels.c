@@ -28,6 +28,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/qpy.h"
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_AVX2_PATH 1
 #include <immintrin.h>
@@ -456,11 +458,12 @@ static PyMethodDef methods[] = {
     {"block_stats_bf16", block_stats_bf16, METH_VARARGS, block_stats_bf16_doc},
     {"use", use, METH_O, use_doc},
     {"paths", paths, METH_NOARGS, paths_doc},
+    NS_QUANT_METHODS
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_kernels", "normscope's compiled kernels: fused per-sub-block statistics.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_kernels", "normscope's compiled kernels: fused per-sub-block statistics and ggml's quantizers.", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__kernels(void) {

@@ -1,4 +1,27 @@
+"""Shared fixtures of the quantizer tests: real Gemma rows (the published GGUF, dequantized)."""
+
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+from normscope.io import GGUFCheckpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gemma_rows(gemma_gguf):
+    """Real Gemma 3 270M tensors (dequantized from the published GGUF), several kinds, 1024-wide rows."""
+    ckpt = GGUFCheckpoint.open_file(gemma_gguf)
+    out = {}
+    for name in ("blk.0.attn_q.weight", "blk.5.ffn_down.weight", "blk.16.attn_output.weight", "token_embd.weight",
+                 "blk.3.attn_v.weight"):
+        e = ckpt.entries[name]
+        rows = next(ckpt.iter_rows(e, max_elements=64 * e.row_len))[1]
+        out[name] = rows.reshape(-1, 1024) if rows.size % 1024 == 0 else rows[:, :512].reshape(-1, 1024)
+    norms = np.concatenate([ckpt.read(ckpt.entries[f"blk.{i}.post_ffw_norm.weight"]) for i in range(16)])
+    out["post_ffw_norms"] = norms.reshape(-1, 1024)  # gains up to 1657
+    ckpt.close()
+    return out

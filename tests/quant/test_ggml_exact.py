@@ -6,48 +6,12 @@ import gguf
 import numpy as np
 import pytest
 
-from ggml_ref import ggml_quantize
+from ggml_ref import adversarial, ggml_quantize
 from normscope.io import GGUFCheckpoint
 from normscope.quant import LAYOUTS, dequantize_blocks, fake_quantize, quantize_blocks
 
 GGML_TYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 GGUF_PY_TYPES = ["BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]  # gguf.quants quantizes only these in numpy
-
-
-def adversarial(seed: int = 0) -> np.ndarray:
-    """Rows of 1024 values, each a case quantizers get wrong."""
-    rng = np.random.default_rng(seed)
-    rows = [
-        rng.normal(0, 0.02, 1024),                       # a typical weight row
-        np.zeros(1024),                                  # zeros
-        np.full(1024, 1.5),                              # constant blocks
-        np.where(np.arange(1024) == 77, 1e4, rng.normal(0, 0.01, 1024)),  # one huge value
-        np.full(1024, 1e-40),                            # subnormals
-        -np.abs(rng.normal(0, 0.05, 1024)),              # negative only
-        np.abs(rng.normal(0, 0.05, 1024)),               # positive only
-        rng.normal(0, 3e-6, 1024),                       # near fp16 underflow of the scales
-        rng.normal(0, 1, 1024) * 10.0 ** rng.integers(-6, 4, 1024),  # mixed magnitudes
-        rng.standard_t(1.5, 1024),                       # heavy tails
-        np.tile([0.0, 1.0, -1.0, 0.5], 256),             # exact grid values
-        rng.normal(0, 40000, 1024),                      # near fp16 overflow of the scales
-    ]
-    return np.stack(rows).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def gemma_rows(gemma_gguf):
-    """Real Gemma 3 270M tensors (dequantized from the published GGUF), several kinds, 1024-wide rows."""
-    ckpt = GGUFCheckpoint.open_file(gemma_gguf)
-    out = {}
-    for name in ("blk.0.attn_q.weight", "blk.5.ffn_down.weight", "blk.16.attn_output.weight", "token_embd.weight",
-                 "blk.3.attn_v.weight"):
-        e = ckpt.entries[name]
-        rows = next(ckpt.iter_rows(e, max_elements=64 * e.row_len))[1]
-        out[name] = rows.reshape(-1, 1024) if rows.size % 1024 == 0 else rows[:, :512].reshape(-1, 1024)
-    norms = np.concatenate([ckpt.read(ckpt.entries[f"blk.{i}.post_ffw_norm.weight"]) for i in range(16)])
-    out["post_ffw_norms"] = norms.reshape(-1, 1024)  # gains up to 1657
-    ckpt.close()
-    return out
 
 
 def _same_blocks(a: np.ndarray, b: np.ndarray, fmt: str) -> float:
