@@ -1,5 +1,5 @@
-"""Quantization formats in pure numpy: ggml's block types bit-exact with llama.cpp, optimum-quanto's
-integer schemes, GPTQ-style RTN and FP8; llama.cpp's per-tensor type plans. No files, no torch.
+"""Quantization formats: every ggml block type bit-exact with llama.cpp (compiled kernels), optimum-quanto's
+integer schemes, GPTQ-style RTN and FP8 (numpy); llama.cpp's per-tensor type plans. No files, no torch.
 
     >>> import numpy as np
     >>> from normscope.quant import quantize_blocks, dequantize_blocks
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import fp8, integer, kquants, legacy  # noqa: F401  (registers the formats)
+from . import fp8, ggml, integer  # noqa: F401  (registers the formats)
 from .base import FORMATS, GGMLFormat, QuantFormat, SimFormat, get_format
 from .health import BlockHealth, block_health, block_scales
 from .layouts import LAYOUTS, QK_K, Layout
@@ -39,13 +39,21 @@ def _ggml(fmt: str) -> type[GGMLFormat]:
     return cls
 
 
-def quantize_blocks(x: np.ndarray, fmt: str) -> np.ndarray:
+def quantize_blocks(x: np.ndarray, fmt: str, imatrix: np.ndarray | None = None) -> np.ndarray:
     """ggml blocks of `x` (rows along the last axis): uint8 (rows, bytes per row), exactly llama.cpp's bytes.
 
+    Args:
+        x: float values, rows along the last axis.
+        fmt: a ggml type (Q4_K, IQ4_XS, …).
+        imatrix: importance weights, a float32 array of one weight per column (exactly what
+            `ggml_quantize_chunk` takes), for the types whose ggml quantizer uses them; None: the
+            reference path llama-quantize takes without `--imatrix`.
+
     Raises:
-        UnknownNameError: unknown format; ConfigError: rows that are not whole blocks, or a simulated scheme.
+        UnknownNameError: unknown format; ConfigError: rows that are not whole blocks, a simulated scheme, an
+        imatrix of the wrong length, or a type that requires one without it.
     """
-    return _ggml(fmt).quantize_blocks(x)
+    return _ggml(fmt).quantize_blocks(x, imatrix)
 
 
 def dequantize_blocks(blocks: np.ndarray, fmt: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -53,10 +61,11 @@ def dequantize_blocks(blocks: np.ndarray, fmt: str, shape: tuple[int, ...]) -> n
     return _ggml(fmt).dequantize_blocks(blocks, tuple(shape))
 
 
-def fake_quantize(x: np.ndarray, fmt: str, tensor_absmax: float | None = None) -> np.ndarray:
+def fake_quantize(x: np.ndarray, fmt: str, tensor_absmax: float | None = None,
+                  imatrix: np.ndarray | None = None) -> np.ndarray:
     """`x` stored in `fmt` and read back (float32, same shape): the error a format leaves.
 
-    For ggml types this is exactly `dequantize_blocks(quantize_blocks(x))`. Per-tensor formats (fp8,
-    int*_sym_tensor) fed one chunk of a tensor need the whole tensor's max |x| as `tensor_absmax`.
+    For ggml types this is exactly `dequantize_blocks(quantize_blocks(x, imatrix=imatrix))`. Per-tensor
+    formats (fp8, int*_sym_tensor) fed one chunk of a tensor need the whole tensor's max |x| as `tensor_absmax`.
     """
-    return get_format(fmt).fake_quantize(x, tensor_absmax)
+    return get_format(fmt).fake_quantize(x, tensor_absmax, imatrix)

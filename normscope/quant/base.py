@@ -1,8 +1,9 @@
-"""The format registry, as gguf-py's quants.py: the base class reshapes and validates, each format
-writes only its block kernels on a (n_blocks, block_size) float32 array.
+"""The format registry, as gguf-py's quants.py: one class per format, registered by name; the base classes
+reshape and validate.
 
 Two kinds of format share the registry:
-- `GGMLFormat`: a ggml block type with a byte layout (`quantize_blocks` gives exactly llama.cpp's bytes);
+- `GGMLFormat`: a ggml block type with a byte layout, quantized by the compiled kernels (`quantize_blocks`
+  gives exactly llama.cpp's bytes);
 - `SimFormat`: a simulated scheme (optimum-quanto int8/int4, GPTQ-style RTN, FP8) that works on whole
   rows, since its groups depend on the row length; it reports honest bits per weight.
 """
@@ -13,13 +14,16 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._kernels import dequantize, qtypes, quantize
 from ..errors import ConfigError, UnknownNameError
+from .grids import load_grid
 from .layouts import LAYOUTS
 
 __all__ = ["QuantFormat", "GGMLFormat", "SimFormat", "FORMATS", "get_format"]
 
 FORMATS: dict[str, type[QuantFormat]] = {}
-BATCH_VALUES = 1 << 20  # values quantized per kernel call: ~1 MiB float32 arrays keep the searches in cache
+# the compiled kernel table: name -> (ggml type, block size, bytes per block, imatrix policy, scale offset, grid)
+KERNEL_TABLE: dict[str, tuple[int, ...]] = {row[0]: row[1:] for row in qtypes()}
 
 
 class QuantFormat:
@@ -40,11 +44,13 @@ class QuantFormat:
             FORMATS[name] = cls
 
     @classmethod
-    def fake_quantize(cls, x: np.ndarray, tensor_absmax: float | None = None) -> np.ndarray:
+    def fake_quantize(cls, x: np.ndarray, tensor_absmax: float | None = None,
+                      imatrix: np.ndarray | None = None) -> np.ndarray:
         """What the format stores, read back as float32, same shape as `x` (rows along the last axis).
 
         `tensor_absmax` is the whole tensor's max |x| for per-tensor formats fed a chunk at a time
-        (None: taken from `x`); other formats ignore it.
+        (None: taken from `x`); other formats ignore it. `imatrix`: per-column importance weights for the
+        ggml types that use them (ignored by the others).
         """
         raise NotImplementedError
 
@@ -68,7 +74,20 @@ class QuantFormat:
 
 
 class GGMLFormat(QuantFormat):
-    """A ggml block type. Subclasses implement `_quantize(blocks)` and `_dequantize(raw)`."""
+    """A ggml block type, quantized and dequantized by the compiled kernel table (`normscope/kernels/`), so
+    `quantize_blocks` writes exactly llama.cpp's bytes. `imatrix`: what ggml does with importance weights
+    ("ignored", "used" or "required")."""
+
+    imatrix: ClassVar[str] = "ignored"
+    compiled: ClassVar[bool] = True  # F32 alone is a plain copy
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs) -> None:
+        super().__init_subclass__(name=name, **kwargs)
+        if name is not None and cls.compiled:
+            row = KERNEL_TABLE.get(name)
+            if row is None:
+                raise TypeError(f"ggml type {name} has no quantizer in the kernel table (normscope/kernels/qtable.c)")
+            cls.imatrix = ("ignored", "used", "required")[row[3]]
 
     @classmethod
     def layout(cls):
@@ -83,22 +102,23 @@ class GGMLFormat(QuantFormat):
                               f"multiple (llama.cpp falls back to another type for such tensors)")
 
     @classmethod
-    def quantize_blocks(cls, x: np.ndarray) -> np.ndarray:
-        """uint8 (rows, bytes per row): exactly the bytes llama.cpp writes for these rows."""
+    def quantize_blocks(cls, x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+        """uint8 (rows, bytes per row): exactly the bytes llama.cpp writes for these rows.
+
+        Args:
+            x: values, rows along the last axis.
+            imatrix: importance weights, one float per column (what `ggml_quantize_chunk` takes), or None.
+
+        Raises:
+            ConfigError: rows that are not whole blocks, an imatrix of the wrong length, or a type that
+                requires one (IQ2_XXS, IQ2_XS, IQ1_S) without it.
+        """
         x = np.asarray(x, dtype=np.float32)
         shape = x.shape if x.ndim else (1,)
         cls.check_shape(shape)
-        layout = cls.layout()
-        rows = x.reshape(-1, shape[-1])
-        blocks = np.ascontiguousarray(rows).reshape(-1, layout.block_size)  # (n_blocks, block_size)
-        raw = np.empty((blocks.shape[0], layout.type_size), dtype=np.uint8)
-        step = max(1, BATCH_VALUES // layout.block_size)  # batches small enough to stay in cache
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            for i in range(0, blocks.shape[0], step):
-                part = cls._quantize(blocks[i:i + step])
-                assert part.dtype == np.uint8 and part.shape == (min(step, blocks.shape[0] - i), layout.type_size)
-                raw[i:i + step] = part
-        return raw.reshape(rows.shape[0], -1)
+        rows = np.ascontiguousarray(x.reshape(-1, shape[-1]))
+        weights = cls._importance(imatrix, shape[-1])
+        return cls._quantize_rows(rows, weights)
 
     @classmethod
     def dequantize_blocks(cls, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -109,12 +129,16 @@ class GGMLFormat(QuantFormat):
         if raw.shape[0] * layout.block_size != n:
             raise ConfigError(f"{cls.name}: {raw.shape[0]} blocks hold {raw.shape[0] * layout.block_size} values, "
                               f"shape {tuple(shape)} needs {n}")
-        return cls._dequantize(raw).reshape(shape)
+        row = shape[-1] if len(shape) else 1
+        if row % layout.block_size:  # a flat run of blocks: read it as one row
+            row = n
+        return cls._dequantize_rows(raw, (n // row if row else 0, row)).reshape(shape)
 
     @classmethod
-    def fake_quantize(cls, x: np.ndarray, tensor_absmax: float | None = None) -> np.ndarray:
+    def fake_quantize(cls, x: np.ndarray, tensor_absmax: float | None = None,
+                      imatrix: np.ndarray | None = None) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        return cls.dequantize_blocks(cls.quantize_blocks(x), x.shape)
+        return cls.dequantize_blocks(cls.quantize_blocks(x, imatrix), x.shape)
 
     @classmethod
     def group_length(cls, row_len: int) -> int:
@@ -130,12 +154,35 @@ class GGMLFormat(QuantFormat):
         return int(np.prod(shape)) // layout.block_size * layout.type_size
 
     @classmethod
-    def _quantize(cls, blocks: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def _importance(cls, imatrix: np.ndarray | None, n_per_row: int) -> np.ndarray | None:
+        if imatrix is None:
+            if cls.imatrix == "required":
+                raise ConfigError(f"{cls.name} needs an importance matrix (llama.cpp refuses to make it without "
+                                  "one): pass imatrix=, or collect one with `normscope imatrix collect`")
+            return None
+        w = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
+        if w.size != n_per_row:
+            raise ConfigError(f"{cls.name}: the importance matrix has {w.size} weights, rows have {n_per_row} "
+                              "values; it needs one weight per column")
+        return w if cls.imatrix != "ignored" else None
 
     @classmethod
-    def _dequantize(cls, raw: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def _quantize_rows(cls, rows: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+        """(rows, n) float32 C-contiguous -> (rows, bytes per row), in the compiled kernel (GIL released)."""
+        load_grid(cls.name)
+        layout = cls.layout()
+        out = np.empty((rows.shape[0], rows.shape[1] // layout.block_size * layout.type_size), dtype=np.uint8)
+        if rows.size:
+            quantize(cls.name, rows, out, rows.shape[1], imatrix)
+        return out
+
+    @classmethod
+    def _dequantize_rows(cls, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        load_grid(cls.name)
+        out = np.empty(shape, dtype=np.float32)
+        if out.size:
+            dequantize(cls.name, raw, out, shape[1])
+        return out
 
 
 class SimFormat(QuantFormat):

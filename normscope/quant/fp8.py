@@ -30,7 +30,7 @@ class FP8Tensor(SimFormat, name="fp8"):
     per_tensor = True
 
     @classmethod
-    def fake_quantize(cls, x, tensor_absmax=None):
+    def fake_quantize(cls, x, tensor_absmax=None, imatrix=None):
         x = np.asarray(x, dtype=F)
         amax = np.abs(x).max() if tensor_absmax is None else F(tensor_absmax)
         return _cast(x, amax / E4M3_MAX)
@@ -49,7 +49,7 @@ class FP8Block(SimFormat, name="fp8_block"):
         return min(BLOCK, row_len)
 
     @classmethod
-    def fake_quantize(cls, x, tensor_absmax=None):
+    def fake_quantize(cls, x, tensor_absmax=None, imatrix=None):
         x = np.asarray(x, dtype=F)
         rows = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
         r, c = rows.shape

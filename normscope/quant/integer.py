@@ -41,7 +41,7 @@ class QuantoInt8(SimFormat, name="int8"):
     description = "optimum-quanto qint8: symmetric absmax per output channel"
 
     @classmethod
-    def fake_quantize(cls, x, tensor_absmax=None):
+    def fake_quantize(cls, x, tensor_absmax=None, imatrix=None):
         rows = _rows(x)
         scale = np.abs(rows).max(axis=1, keepdims=True) / F(127)
         q = np.clip(np.rint(rows / _safe(scale)), -128, 127)
@@ -64,7 +64,7 @@ class QuantoAffine(SimFormat):
         return cls.group(row_len)
 
     @classmethod
-    def fake_quantize(cls, x, tensor_absmax=None):
+    def fake_quantize(cls, x, tensor_absmax=None, imatrix=None):
         rows = _rows(x)
         g = cls.group(rows.shape[1])
         groups = rows.reshape(-1, g)  # quanto groups along the input dim of each output row
@@ -106,7 +106,7 @@ class SymmetricRTN(SimFormat):
         return row_len if cls.per_tensor else (cls.group_size or row_len)
 
     @classmethod
-    def fake_quantize(cls, x, tensor_absmax=None):
+    def fake_quantize(cls, x, tensor_absmax=None, imatrix=None):
         rows = _rows(x)
         cls.check_shape(rows.shape)
         maxq = 2 ** cls.bits - 1

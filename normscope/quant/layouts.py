@@ -35,12 +35,29 @@ LAYOUTS: dict[str, Layout] = {
     "Q4_K": Layout(QK_K, 2 + 2 + 12 + 128),  # d, dmin, scales[12], qs[128]
     "Q5_K": Layout(QK_K, 2 + 2 + 12 + 32 + 128),  # d, dmin, scales[12], qh[32], qs[128]
     "Q6_K": Layout(QK_K, 128 + 64 + 16 + 2),  # ql[128], qh[64], scales[16], d
+    "IQ4_NL": Layout(32, 2 + 16),  # d, qs[16]
+    "IQ4_XS": Layout(QK_K, 2 + 2 + 4 + 128),  # d, scales_h, scales_l[4], qs[128]
+    "IQ3_XXS": Layout(QK_K, 2 + 96),  # d, qs[3 * QK_K / 8]
+    "IQ3_S": Layout(QK_K, 2 + 64 + 8 + 32 + 4),  # d, qs[64], qh[8], signs[32], scales[4]
+    "IQ2_XXS": Layout(QK_K, 2 + 64),  # d, qs[32] (uint16)
+    "IQ2_XS": Layout(QK_K, 2 + 64 + 8),  # d, qs[32] (uint16), scales[8]
+    "IQ2_S": Layout(QK_K, 2 + 64 + 8 + 8),  # d, qs[64], qh[8], scales[8]
+    "IQ1_S": Layout(QK_K, 2 + 32 + 16),  # d, qs[32], qh[8] (uint16)
+    "IQ1_M": Layout(QK_K, 32 + 16 + 8),  # qs[32], qh[16], scales[8] (the fp16 scale spread over them)
+    "TQ1_0": Layout(QK_K, 48 + 4 + 2),  # qs[48], qh[4], d
+    "TQ2_0": Layout(QK_K, 64 + 2),  # qs[64], d
+    "MXFP4": Layout(32, 1 + 16),  # e (E8M0), qs[16]
+    "NVFP4": Layout(64, 4 + 32),  # d[4] (UE4M3, one per 16 values), qs[32]
+    "Q1_0": Layout(128, 2 + 16),  # d, qs[16]
 }
 
 # Byte offset of each block's fp16 scale d (the step every level multiplies) in the layouts above.
 # ref: ggml-common.h field order (Q2_K: scales[16], qs[64], d; Q3_K: hmask[32], qs[64], scales[12], d;
-# Q6_K: ql[128], qh[64], scales[16], d)
+# Q6_K: ql[128], qh[64], scales[16], d; TQ1_0: qs[48], qh[4], d; TQ2_0: qs[64], d). IQ1_M, MXFP4 and NVFP4
+# store no fp16 d. The kernel table (normscope/kernels/qtable.c) carries the same offsets; a test holds both.
 SCALE_OFFSET: dict[str, int] = {
     "Q4_0": 0, "Q4_1": 0, "Q5_0": 0, "Q5_1": 0, "Q8_0": 0,
     "Q2_K": 80, "Q3_K": 108, "Q4_K": 0, "Q5_K": 0, "Q6_K": 208,
+    "IQ4_NL": 0, "IQ4_XS": 0, "IQ3_XXS": 0, "IQ3_S": 0, "IQ2_XXS": 0, "IQ2_XS": 0, "IQ2_S": 0, "IQ1_S": 0,
+    "TQ1_0": 52, "TQ2_0": 64, "Q1_0": 0,
 }
