@@ -76,7 +76,7 @@ def main() -> None:
     from ggml_ref import ggml_quantize
 
     from normscope import _kernels
-    from normscope.quant.grids import load_grid
+    from normscope.upstream import load_grid
 
     table = {row[0]: row for row in _kernels.qtypes()}
     names = [t for t in args.types.split(",") if t] or list(table)

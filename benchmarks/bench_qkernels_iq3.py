@@ -63,7 +63,7 @@ def main() -> None:
     from ggml_ref import ggml_quantize
 
     from normscope import _kernels
-    from normscope.quant.grids import load_grid
+    from normscope.upstream import load_grid
 
     data = tensors(args.synthetic, args.rows)
     imatrix = {k: np.ascontiguousarray((x.astype(np.float64) ** 2).mean(axis=0), np.float32) for k, x in data.items()}

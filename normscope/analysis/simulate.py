@@ -26,7 +26,7 @@ from .engine.model import Model, open_model
 from .engine.parallel import map_tensors
 from .engine.plans import norm_gains, plan_model, tensor_formats, unquantized_storage
 from .engine.select import select_tensors
-from .engine.workers import Executor, ModelOpener
+from .engine.workers import Executor, ModelOpener, chunk_threads
 from .metrics.quant_error import rel_l2, sqnr_db
 
 __all__ = ["simulate", "simulate_model"]
@@ -91,7 +91,7 @@ def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[st
                     for t in tensors}
     work = [t for t in tensors if any(tensor_plans[t.name].formats)]
     task = partial(measure_planned, formats={t.name: tensor_plans[t.name] for t in work},
-                   chunk_elements=chunk_elements)
+                   chunk_elements=chunk_elements, threads=chunk_threads(jobs, executor))
     results = map_tensors(opener or ModelOpener.of(model), model, work, task, jobs=jobs, executor=executor,
                           progress=progress, ray_address=ray_address)
     measured = {info.name: m for info, m in zip(work, results)}

@@ -18,7 +18,10 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
+from .._kernels import dequantize as kernel_dequantize
+from .._kernels import qtypes
 from ..errors import CheckpointError
+from ..upstream import load_grid
 from .checkpoint import Checkpoint, TensorEntry
 
 __all__ = ["GGUFCheckpoint", "GGUF_MAGIC", "read_gguf_header"]
@@ -29,7 +32,9 @@ _MAX_DIMS = 4  # ref: ggml.h GGML_MAX_DIMS
 # ref: gguf-py constants.py GGUFValueType -> struct format (None: string, array)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
-DEQUANT_PIECE = 1 << 20  # values dequantized at once by iter_chunks
+DEQUANT_PIECE = 1 << 20  # values dequantized at once by iter_chunks (types gguf-py dequantizes)
+# the types the compiled kernels dequantize (every quantized ggml type but the F32 copy)
+KERNEL_TYPES = frozenset(row[0] for row in qtypes())
 
 
 class _Cursor:
@@ -166,6 +171,12 @@ class GGUFCheckpoint(Checkpoint):
         return self.metadata.get("general.architecture")
 
     def _decode(self, entry: TensorEntry, raw: memoryview, n_rows: int) -> np.ndarray:
+        if entry.dtype in KERNEL_TYPES:  # the compiled dequantizer: no temporaries, outside the GIL
+            out = np.empty((n_rows, entry.row_len), dtype=np.float32)
+            load_grid(entry.dtype)
+            if out.size:
+                kernel_dequantize(entry.dtype, raw, out, entry.row_len)
+            return out
         qtype = GGMLQuantizationType[entry.dtype]
         blocks = np.frombuffer(raw, dtype=np.uint8).reshape(n_rows, entry.row_bytes)
         try:
@@ -180,9 +191,14 @@ class GGUFCheckpoint(Checkpoint):
         return block, type_size
 
     def _decode_into(self, entry: TensorEntry, raw: memoryview, out: np.ndarray) -> np.ndarray:
+        block, type_size = self._granule(entry)
+        if entry.dtype in KERNEL_TYPES:  # whole blocks (iter_chunks reads granules), dequantized in C
+            load_grid(entry.dtype)
+            if out.size:
+                kernel_dequantize(entry.dtype, raw, out, out.size)
+            return out
         # gguf-py's dequantizers make several temporaries the size of their input: feed them
         # pieces of DEQUANT_PIECE values so a 64 MiB chunk does not cost 64 MiB × k of scratch.
-        block, type_size = self._granule(entry)
         blocks = np.frombuffer(raw, dtype=np.uint8).reshape(-1, type_size)  # (n_blocks, type_size)
         per = max(1, DEQUANT_PIECE // block)
         for b in range(0, blocks.shape[0], per):

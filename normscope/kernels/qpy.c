@@ -2,6 +2,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "qmeasure.h"
 #include "qpy.h"
 #include "qtypes.h"
 
@@ -215,4 +216,141 @@ PyObject *ns_py_dequantize(PyObject *self, PyObject *args) {
     PyBuffer_Release(&yb);
     PyBuffer_Release(&rb);
     Py_RETURN_NONE;
+}
+
+/* ---- measure: quantize, read back and measure in one pass ------------------------------------------ */
+
+/* A C-contiguous buffer of `need` items whose struct code is one of `codes` and whose items are `itemsize`
+ * bytes (need < 0: at least -need items). None is allowed when `optional`, and leaves view->buf NULL. */
+static int typed(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t need, const char *codes,
+                 Py_ssize_t itemsize, int writable, int optional) {
+    memset(view, 0, sizeof *view);
+    if (obj == Py_None) {
+        if (optional)
+            return 0;
+        PyErr_Format(PyExc_TypeError, "%s: a buffer is required", what);
+        return -1;
+    }
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<')
+        f++;
+    Py_ssize_t items = view->len / (view->itemsize ? view->itemsize : 1);
+    int ok = f[0] && !f[1] && strchr(codes, f[0]) && view->itemsize == itemsize;
+    ok = ok && (need >= 0 ? items == need : items >= -need);
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "%s: need %s%zd C-contiguous items of %zd bytes (%s), got %zd of format %s",
+                     what, need >= 0 ? "" : "at least ", need >= 0 ? need : -need, itemsize, codes, items, f);
+        PyBuffer_Release(view);
+        view->buf = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+const char ns_py_measure_doc[] =
+    "measure(name, x, y, n_per_row, imatrix, col2, row2, keep, kept, hist, stats, health, group, y_out=None,\n"
+    "        raw_out=None) -> int\n--\n\n"
+    "Quantize the float32 rows `x` to ggml type `name` (or, with name None, take `y` as what a format read\n"
+    "back), read them back and measure the error in the same pass (normscope/kernels/qmeasure.c): float64\n"
+    "sums into `stats` (9 float64: d2, x2, y2, xy, weighted d2, weighted x2, max |d|, non-finite |d|, |d| == 0),\n"
+    "|d| histogram added to `hist` (32768 int64), the nonzero |d| whose bin `keep` (32768 uint8 or bool, None:\n"
+    "all) marks copied to `kept` (float32, room for every value), block health added to `health` (7 int64: blocks,\n"
+    "dominated, scale underflow, subnormal, overflow, nonzero, read back as zero; None: not measured) per\n"
+    "`group` values. col2: n_per_row float64 squared column gains or None; row2: one float64 squared gain\n"
+    "per row or None. y_out: float32 room for the read-back rows; raw_out: uint8 room for the bytes. Returns\n"
+    "the number of values copied to `kept`. Releases the GIL.";
+
+PyObject *ns_py_measure(PyObject *self, PyObject *args, PyObject *kwargs) {
+    (void)self;
+    static char *kw[] = {"name", "x", "y", "n_per_row", "imatrix", "col2", "row2", "keep", "kept", "hist",
+                         "stats", "health", "group", "y_out", "raw_out", NULL};
+    const char *name;
+    PyObject *x_o, *y_o, *qw_o, *c2_o, *r2_o, *keep_o, *kept_o, *hist_o, *stats_o, *health_o;
+    PyObject *yout_o = Py_None, *raw_o = Py_None;
+    Py_ssize_t n, group;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "zOOnOOOOOOOOn|OO", kw, &name, &x_o, &y_o, &n, &qw_o, &c2_o,
+                                     &r2_o, &keep_o, &kept_o, &hist_o, &stats_o, &health_o, &group, &yout_o, &raw_o))
+        return NULL;
+    const ns_qtype *t = NULL;
+    if (name && !(t = lookup(name, NULL, 1)))
+        return NULL;
+    Py_buffer b[12];
+    int got = 0;
+    PyObject *result = NULL;
+    if (typed(x_o, &b[0], "x", -1, "f", 4, 0, 0) < 0)
+        return NULL;
+    got = 1;
+    Py_ssize_t total = b[0].len / 4;
+    int block = t ? t->block_size : 1;
+    if (n <= 0 || n % block || total % n) {
+        PyErr_Format(PyExc_ValueError, "x: %zd values are not rows of %zd (a multiple of the block, %d)", total, n,
+                     block);
+        goto done;
+    }
+    Py_ssize_t rows = total / n;
+    if (group <= 0 || n % group) {
+        PyErr_Format(PyExc_ValueError, "group %zd does not divide rows of %zd", group, n);
+        goto done;
+    }
+    struct {
+        PyObject *o;
+        const char *what, *codes;
+        Py_ssize_t need, size;
+        int writable, optional;
+    } spec[11] = {
+        {y_o, "y", "f", total, 4, 0, t != NULL},
+        {qw_o, "imatrix", "f", n, 4, 0, 1},
+        {c2_o, "col2", "d", n, 8, 0, 1},
+        {r2_o, "row2", "d", rows, 8, 0, 1},
+        {keep_o, "keep", "B?", NS_BINS, 1, 0, 1},
+        {kept_o, "kept", "f", -total, 4, 1, 0},
+        {hist_o, "hist", "lq", NS_BINS, 8, 1, 0},
+        {stats_o, "stats", "d", NS_STATS, 8, 1, 0},
+        {health_o, "health", "lq", NS_HEALTH, 8, 1, 1},
+        {yout_o, "y_out", "f", total, 4, 1, 1},
+        {raw_o, "raw_out", "B", t ? rows * (n / t->block_size) * t->type_size : 0, 1, 1, 1},
+    };
+    for (int i = 0; i < 11; i++, got++) {
+        if (typed(spec[i].o, &b[1 + i], spec[i].what, spec[i].need, spec[i].codes, spec[i].size, spec[i].writable,
+                  spec[i].optional) < 0)
+            goto done;
+    }
+    if (!t && !b[1].buf) {
+        PyErr_SetString(PyExc_TypeError, "y: a buffer is required without a type name");
+        goto done;
+    }
+    if (t && t->imatrix == NS_IMATRIX_REQUIRED && !b[2].buf) {
+        PyErr_Format(PyExc_ValueError, "%s needs an importance matrix", name);
+        goto done;
+    }
+    ns_measure_args a = {t, b[0].buf, b[1].buf, n, b[2].buf, b[3].buf, b[4].buf, b[5].buf, b[6].buf, b[7].buf,
+                         b[8].buf, b[9].buf, group, b[10].buf, b[11].buf};
+    float *yrow = malloc((size_t)n * sizeof(float));
+    uint8_t *rawrow = malloc(t ? (size_t)(n / t->block_size * t->type_size) : 1);
+    int64_t *hist2 = calloc(2 * NS_BINS, sizeof(int64_t));
+    if (!yrow || !rawrow || !hist2) {
+        free(yrow);
+        free(rawrow);
+        free(hist2);
+        PyErr_NoMemory();
+        goto done;
+    }
+    int64_t kept;
+    Py_BEGIN_ALLOW_THREADS
+    kept = ns_measure_rows(&a, rows, yrow, rawrow, hist2);
+    Py_END_ALLOW_THREADS
+    free(yrow);
+    free(rawrow);
+    free(hist2);
+    if (kept < 0)
+        PyErr_Format(PyExc_ValueError, "%s needs an importance matrix", name);
+    else
+        result = PyLong_FromLongLong(kept);
+done:
+    for (int i = 0; i < got; i++)
+        if (b[i].buf)
+            PyBuffer_Release(&b[i]);
+    return result;
 }

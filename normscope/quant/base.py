@@ -16,7 +16,7 @@ import numpy as np
 
 from .._kernels import dequantize, qtypes, quantize
 from ..errors import ConfigError, UnknownNameError
-from .grids import load_grid
+from ..upstream import load_grid
 from .layouts import LAYOUTS
 
 __all__ = ["QuantFormat", "GGMLFormat", "SimFormat", "FORMATS", "get_format"]
@@ -117,7 +117,7 @@ class GGMLFormat(QuantFormat):
         shape = x.shape if x.ndim else (1,)
         cls.check_shape(shape)
         rows = np.ascontiguousarray(x.reshape(-1, shape[-1]))
-        weights = cls._importance(imatrix, shape[-1])
+        weights = cls.importance(imatrix, shape[-1])
         return cls._quantize_rows(rows, weights)
 
     @classmethod
@@ -154,7 +154,12 @@ class GGMLFormat(QuantFormat):
         return int(np.prod(shape)) // layout.block_size * layout.type_size
 
     @classmethod
-    def _importance(cls, imatrix: np.ndarray | None, n_per_row: int) -> np.ndarray | None:
+    def importance(cls, imatrix: np.ndarray | None, n_per_row: int) -> np.ndarray | None:
+        """The float32 weights the kernel takes for rows of `n_per_row` (None where this type ignores them).
+
+        Raises:
+            ConfigError: a type that requires an imatrix without one, or one of the wrong length.
+        """
         if imatrix is None:
             if cls.imatrix == "required":
                 raise ConfigError(f"{cls.name} needs an importance matrix (llama.cpp refuses to make it without "

@@ -1,4 +1,5 @@
-"""Block health: how a format's blocks cope with a tensor, beyond the error they leave.
+"""Block health: how a format's blocks cope with a tensor, beyond the error they leave. The compiled kernel
+counts it in the pass that quantizes (normscope/kernels/qmeasure.c), under these definitions:
 
 - dominated blocks: a single value is more than `DOMINANCE` times the mean |x| of the rest of its
   block, so the block's scale is spent on it and the others get few levels;
@@ -15,12 +16,15 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .layouts import LAYOUTS, SCALE_OFFSET
+from .._kernels import measure
+from ..upstream import load_grid
 
-__all__ = ["BlockHealth", "block_health", "block_scales", "DOMINANCE", "FP16_MIN_NORMAL"]
+__all__ = ["BlockHealth", "block_health", "DOMINANCE", "FP16_MIN_NORMAL"]
 
-DOMINANCE = 10.0
-FP16_MIN_NORMAL = 2.0 ** -14
+N_BINS = 1 << 15  # the kernel's |d| histogram (unused here)
+
+DOMINANCE = 10.0  # the kernel's DOMINANCE
+FP16_MIN_NORMAL = 2.0 ** -14  # the kernel's FP16_MIN_NORMAL
 
 
 @dataclass
@@ -40,41 +44,25 @@ class BlockHealth:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
-def block_scales(raw: np.ndarray, fmt: str) -> np.ndarray | None:
-    """The fp16 scale d of every block, as float32, from ggml bytes of type `fmt` (None: no such field)."""
-    offset = SCALE_OFFSET.get(fmt)
-    if offset is None:
-        return None
-    blocks = np.ascontiguousarray(raw).reshape(-1, LAYOUTS[fmt].type_size)
-    return blocks[:, offset:offset + 2].copy().view(np.float16).reshape(-1).astype(np.float32)
-
-
-def block_health(x: np.ndarray, y: np.ndarray, block_size: int, scales: np.ndarray | None = None) -> BlockHealth:
-    """Health of one chunk: x the original rows, y their quantized values, same shape.
-
-    Args:
-        block_size: the format's block (or group) length along rows.
-        scales: the stored fp16 scale of each block, in block order (ggml types; None: not checked).
+def block_health(x: np.ndarray, fmt: str, imatrix: np.ndarray | None = None) -> BlockHealth:
+    """Health of `x` (rows along the last axis) stored in ggml type `fmt`, as the compiled kernel measures it
+    while it quantizes (normscope/kernels/qmeasure.c; the stored fp16 scales are read from the bytes).
 
     Example:
         >>> x = np.zeros((1, 32), np.float32); x[0, 3] = 1.0
-        >>> block_health(x, x, 32).dominated
+        >>> block_health(x, "Q8_0").dominated
         1
     """
-    rows = x.reshape(-1, x.shape[-1])
-    if rows.shape[1] % block_size:
-        block_size = rows.shape[1]
-    blocks = np.abs(rows.reshape(-1, block_size))
-    peak = blocks.max(axis=1)
-    rest = (blocks.sum(axis=1, dtype=np.float64) - peak) / max(block_size - 1, 1)
-    h = BlockHealth(blocks=blocks.shape[0])
-    h.dominated = int(np.count_nonzero(peak > DOMINANCE * rest)) if block_size > 1 else 0
-    if scales is not None and scales.size == blocks.shape[0]:
-        d = np.abs(scales)
-        h.scale_underflow = int(np.count_nonzero((peak > 0) & (d == 0)))
-        h.scale_subnormal = int(np.count_nonzero((d > 0) & (d < FP16_MIN_NORMAL)))
-        h.scale_overflow = int(np.count_nonzero(~np.isfinite(d)))
-    nz = x != 0
-    h.nonzero = int(np.count_nonzero(nz))
-    h.rounded_to_zero = int(np.count_nonzero(nz & (y == 0)))
-    return h
+    from .base import get_format
+
+    cls = get_format(fmt)
+    rows = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1, np.shape(x)[-1] if np.ndim(x) else 1))
+    n = rows.shape[1]
+    cls.check_shape(rows.shape)
+    weights = cls.importance(imatrix, n)
+    load_grid(cls.name)
+    counts = np.zeros(7, dtype=np.int64)
+    if rows.size:
+        measure(cls.name, rows, None, n, weights, None, None, np.zeros(N_BINS, np.uint8), np.empty(rows.size, np.float32),
+                np.zeros(N_BINS, np.int64), np.zeros(9), counts, cls.group_length(n))
+    return BlockHealth(*counts.tolist())

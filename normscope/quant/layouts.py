@@ -1,13 +1,14 @@
 """The ggml block layouts: one table, the single source of truth for block sizes and bytes.
 
-ref: ggml/src/ggml-common.h (block_q4_0 … block_q6_K); checked against gguf.GGML_QUANT_SIZES in tests.
+ref: ggml/src/ggml-common.h (block_q4_0 … block_q1_0); checked against gguf.GGML_QUANT_SIZES and the compiled
+kernel table (which also knows where each block keeps its fp16 scale) in tests.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["Layout", "LAYOUTS", "QK_K", "SCALE_OFFSET"]
+__all__ = ["Layout", "LAYOUTS", "QK_K"]
 
 QK_K = 256  # values per K-quant super-block
 
@@ -49,15 +50,4 @@ LAYOUTS: dict[str, Layout] = {
     "MXFP4": Layout(32, 1 + 16),  # e (E8M0), qs[16]
     "NVFP4": Layout(64, 4 + 32),  # d[4] (UE4M3, one per 16 values), qs[32]
     "Q1_0": Layout(128, 2 + 16),  # d, qs[16]
-}
-
-# Byte offset of each block's fp16 scale d (the step every level multiplies) in the layouts above.
-# ref: ggml-common.h field order (Q2_K: scales[16], qs[64], d; Q3_K: hmask[32], qs[64], scales[12], d;
-# Q6_K: ql[128], qh[64], scales[16], d; TQ1_0: qs[48], qh[4], d; TQ2_0: qs[64], d). IQ1_M, MXFP4 and NVFP4
-# store no fp16 d. The kernel table (normscope/kernels/qtable.c) carries the same offsets; a test holds both.
-SCALE_OFFSET: dict[str, int] = {
-    "Q4_0": 0, "Q4_1": 0, "Q5_0": 0, "Q5_1": 0, "Q8_0": 0,
-    "Q2_K": 80, "Q3_K": 108, "Q4_K": 0, "Q5_K": 0, "Q6_K": 208,
-    "IQ4_NL": 0, "IQ4_XS": 0, "IQ3_XXS": 0, "IQ3_S": 0, "IQ2_XXS": 0, "IQ2_XS": 0, "IQ2_S": 0, "IQ1_S": 0,
-    "TQ1_0": 52, "TQ2_0": 64, "Q1_0": 0,
 }

@@ -87,3 +87,32 @@ def test_percentiles_stay_exact_when_the_distribution_drifts_between_chunks():
     got = q.result()
     np.testing.assert_allclose([got[p] for p in (50.0, 95.0, 99.0, 99.9)],
                                np.percentile(whole, [50, 95, 99, 99.9]), rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3000), zero_share=st.floats(0, 1), tiny_share=st.floats(0, 0.5), chunk=st.integers(1, 800),
+       seed=st.integers(0, 10**6))
+def test_zeros_are_counted_not_kept_and_bin_zero_stays_exact(n, zero_share, tiny_share, chunk, seed):
+    """Zeros (an exact copy's every difference) are only counted; bin 0 also holds tiny subnormals, which
+    must still come out in order after the zeros, whether fed by `update` or by the kernel's bins."""
+    rng = np.random.default_rng(seed)
+    values = rng.lognormal(-3, 2, n).astype(np.float32)
+    kind = rng.uniform(size=n)
+    values[kind < zero_share] = 0.0
+    tiny = (kind >= zero_share) & (kind < zero_share + tiny_share)
+    values[tiny] = (rng.integers(1, 1 << 16, int(tiny.sum())).astype(np.uint32)).view(np.float32)  # bin 0
+    want = np.percentile(values.astype(np.float64), [50, 95, 99, 99.9])
+    by_update = ExactQuantiles(n)
+    acc = ErrorAccumulator(n)
+    for i in range(0, n, chunk):
+        by_update.update(values[i:i + chunk])
+        part = values[i:i + chunk].reshape(1, -1)
+        acc.update(np.zeros_like(part), part)  # |y - 0| = the values, through the compiled kernel
+    for q in (by_update, acc.quantiles):
+        if q.missing():
+            q.refine()
+            for i in range(0, n, chunk):
+                q.update(values[i:i + chunk])
+        got = q.result()
+        np.testing.assert_allclose([got[p] for p in (50.0, 95.0, 99.0, 99.9)], want, rtol=1e-12, atol=0)
+        assert sum(v.size for v in q.kept) <= int(np.count_nonzero(values))  # no zero is ever kept

@@ -16,7 +16,8 @@ from hypothesis.extra import numpy as hnp
 
 from ggml_ref import adversarial, ggml_dequantize, ggml_quantize
 from normscope import _kernels
-from normscope.quant.grids import load_grid
+from normscope.quant import FORMATS, LAYOUTS, GGMLFormat, get_format
+from normscope.upstream import load_grid
 
 TABLE = {name: (ggml_type, block, size, imatrix, offset)
          for name, ggml_type, block, size, imatrix, offset, _ in _kernels.qtypes()}
@@ -54,6 +55,14 @@ def test_table_matches_gguf():
         qtype = gguf.GGMLQuantizationType[name]
         assert int(qtype) == ggml_type, name
         assert gguf.GGML_QUANT_SIZES[qtype] == (block, size), name
+        assert LAYOUTS[name] == (block, size), name  # the Python layout table says the same
+
+
+def test_every_table_type_is_a_format_and_every_ggml_format_is_in_the_table():
+    ggml = {n for n, f in FORMATS.items() if issubclass(f, GGMLFormat)}
+    assert ggml - {"F32"} == set(TABLE)
+    for name in TABLE:
+        assert get_format(name).imatrix == ("ignored", "used", "required")[TABLE[name][3]]
 
 
 @pytest.mark.parametrize("name", OPTIONAL)

@@ -20,7 +20,7 @@ import pytest
 
 from ggml_ref import _lib, ggml_quantize
 from normscope import _kernels
-from normscope.quant.grids import grid_points, load_grid
+from normscope.upstream import grid_points, load_grid
 
 MAP_SIZE = 43692
 GRIDS = {256: "IQ2_XXS", 512: "IQ2_XS", 2048: "IQ1_S", 1024: "IQ2_S"}  # ggml's iq2_data[0..3], in order

@@ -20,7 +20,7 @@ import pytest
 
 from ggml_ref import _lib, ggml_quantize
 from normscope import _kernels
-from normscope.quant.grids import grid_points, load_grid
+from normscope.upstream import grid_points, load_grid
 
 KERNELS = Path(__file__).resolve().parents[2] / "normscope" / "kernels"
 TYPES = {"IQ3_XXS": (18, 256, [4, 12, 20, 28, 36, 44, 52, 62]), "IQ3_S": (21, 512, list(range(1, 16, 2)))}

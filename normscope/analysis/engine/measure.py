@@ -1,21 +1,26 @@
 """The measuring engine of `simulate`, `recipe` and `clip --sweep`: one tensor streamed once in row chunks,
 every format applied to the same chunk, errors, norm-aware errors and block health accumulated per format;
-exact error percentiles take a second pass only when the first could not pin them.
+exact error percentiles take a second pass only when the first could not pin them. A ggml type is quantized,
+read back and measured by one compiled kernel call per chunk (`metrics.quant_error.measure_chunk`); other
+formats quantize in numpy and are measured by the same kernel.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from ...io import DEFAULT_CHUNK_ELEMENTS
-from ...quant import GGMLFormat, QuantFormat, block_health, block_scales, get_format
+from ...quant import GGMLFormat, QuantFormat, get_format
 from ...quant.health import BlockHealth
 from ...results import BlockHealthStats, ErrorStats, NormAwareError, TensorInfo
-from ..metrics.quant_error import ErrorAccumulator, ErrorSums
+from ..metrics.quant_error import ChunkStats, ErrorAccumulator, ErrorSums, measure_chunk
 from .model import Model
 
 __all__ = ["TensorFormats", "Measured", "measure_tensor", "measure_planned", "health_stats"]
@@ -31,6 +36,7 @@ class TensorFormats:
     row_gains: np.ndarray | None = None
     norm: str = ""
     axis: str = ""
+    imatrix: np.ndarray | None = None  # per-column importance weights, for the ggml types that use them
 
 
 @dataclass(frozen=True)
@@ -44,10 +50,10 @@ class Measured:
     counts: BlockHealth  # the raw block counts behind `health`, summed for scheme totals
 
 
-def measure_planned(model: Model, info: TensorInfo, *, formats: dict[str, TensorFormats], chunk_elements: int
-                    ) -> list[Measured | None]:
+def measure_planned(model: Model, info: TensorInfo, *, formats: dict[str, TensorFormats], chunk_elements: int,
+                    threads: int = 1) -> list[Measured | None]:
     """`measure_tensor` with the formats looked up by name: the picklable work of map_tensors."""
-    return measure_tensor(model, info, formats[info.name], chunk_elements)
+    return measure_tensor(model, info, formats[info.name], chunk_elements, threads=threads)
 
 
 def _chunk_elements(info: TensorInfo, formats: Sequence[str], chunk_elements: int) -> int:
@@ -62,15 +68,20 @@ def _chunk_elements(info: TensorInfo, formats: Sequence[str], chunk_elements: in
 def measure_tensor(model: Model, info: TensorInfo, plan: TensorFormats,
                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, *,
                    transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
-                   observe: Callable[[int, np.ndarray, np.ndarray, list[np.ndarray | None]], None] | None = None
-                   ) -> list[Measured | None]:
+                   observe: Callable[[int, np.ndarray, np.ndarray, list[np.ndarray | None]], None] | None = None,
+                   threads: int = 1) -> list[Measured | None]:
     """Stream one tensor once and measure every format of `plan` on the same chunks.
+
+    The first chunk is measured in this thread (it fixes the windows of the exact percentiles); the others,
+    read here in order, are measured on up to `threads` threads at once (the kernel runs outside the GIL) and
+    added back in chunk order, so the result does not depend on `threads`.
 
     Args:
         transform: (first row, float32 rows) -> the rows the formats quantize instead (e.g. clipped ones,
             a new array); the errors are then those of the transformed tensor. None: the rows as stored.
         observe: called on every chunk of the first pass as observe(first row, rows, transformed rows,
             read-backs), read-backs[i] being scheme i's (None where it leaves the tensor alone).
+        threads: chunks measured at once (with `observe`, one: it sees the chunks in order).
 
     Returns:
         One Measured per scheme (None where the scheme leaves the tensor unquantized).
@@ -90,32 +101,28 @@ def measure_tensor(model: Model, info: TensorInfo, plan: TensorFormats,
     if any(f.per_tensor for _, f in active):  # one scale for the whole tensor: find it first
         absmax = 0.0
         for _, _, rows in chunks():
-            absmax = max(absmax, float(np.abs(rows).max()) if rows.size else 0.0)
-    n = info.n_params
-    accs = {i: ErrorAccumulator(n, plan.col_gains, plan.row_gains) for i, _ in active}
-    health = {i: BlockHealth() for i, _ in active}
-    for row0, stored, rows in chunks():
-        ys: list[np.ndarray | None] = [None] * len(plan.formats)
-        for i, fmt in active:
-            y, scales = _quantize(fmt, rows, absmax)
-            accs[i].update(rows, y, row0)
-            health[i].add(block_health(rows, y, fmt.group_length(row_len), scales))
-            if observe:
-                ys[i] = y
+            absmax = max(absmax, float(np.nanmax(np.abs(rows))) if rows.size else 0.0)
+    accs = {i: ErrorAccumulator(info.n_params, plan.col_gains, plan.row_gains) for i, _ in active}
+    work = _ChunkWork(active, accs, row_len, absmax, plan.imatrix, want_y=observe is not None)
+    for row0, stored, rows, measured in _in_order(chunks(), work, 1 if observe else threads, first_alone=True):
+        for i, m in measured.items():  # in chunk order: the float64 sums are added in that order
+            accs[i].add(m)
         if observe:
-            observe(row0, stored, rows, ys)
+            observe(row0, stored, rows, [measured[i].y if i in measured else None for i in range(len(plan.formats))])
     again = [(i, fmt) for i, fmt in active if accs[i].second_pass_needed()]
     if again:
         for i, _ in again:
             accs[i].start_second_pass()
-        for _, _, rows in chunks():
-            for i, fmt in again:
-                accs[i].second_pass(rows, _quantize(fmt, rows, absmax)[0])
+        redo = _ChunkWork(again, accs, row_len, absmax, plan.imatrix, health=False)
+        for _, _, _, measured in _in_order(chunks(), redo, threads):
+            for i, m in measured.items():
+                accs[i].add_second(m)
     out: list[Measured | None] = [None] * len(plan.formats)
     for i, _ in active:
         err = accs[i].finish()
+        counts = work.health[i]
         out[i] = Measured(error=err, norm_aware=accs[i].finish_norm_aware(plan.norm, plan.axis, err.sqnr_db),
-                          health=health_stats(health[i]), sums=accs[i].error_sums(), counts=health[i])
+                          health=health_stats(counts), sums=accs[i].error_sums(), counts=counts)
     return out
 
 
@@ -126,9 +133,71 @@ def health_stats(h: BlockHealth) -> BlockHealthStats:
                             zeroed_share=h.rounded_to_zero / h.nonzero if h.nonzero else 0.0)
 
 
-def _quantize(fmt: type[QuantFormat], rows: np.ndarray, absmax: float | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """(rows as stored and read back, the fp16 block scales for ggml types)."""
-    if issubclass(fmt, GGMLFormat):
-        raw = fmt.quantize_blocks(rows)  # the bytes llama.cpp would write; y is exactly what it reads back
-        return fmt.dequantize_blocks(raw, rows.shape), block_scales(raw, fmt.name)
-    return fmt.fake_quantize(rows, absmax).reshape(rows.shape), None
+class _ChunkWork:
+    """Measure one chunk under every active format (callable from any thread), and sum the block health."""
+
+    def __init__(self, active: list[tuple[int, type[QuantFormat]]], accs: dict[int, ErrorAccumulator], row_len: int,
+                 absmax: float | None, imatrix: np.ndarray | None, *, want_y: bool = False, health: bool = True):
+        self.active, self.accs, self.row_len, self.absmax = active, accs, row_len, absmax
+        self.imatrix, self.want_y, self.with_health = imatrix, want_y, health
+        self.health = {i: BlockHealth() for i, _ in active}
+        self.lock = threading.Lock()
+
+    def __call__(self, row0: int, rows: np.ndarray) -> dict[int, ChunkStats]:
+        out = {}
+        for i, fmt in self.active:
+            acc = self.accs[i]
+            group = fmt.group_length(self.row_len) if self.with_health else None
+            args = dict(keep=acc.keep(), group=group, **acc.gains(row0, rows.shape[0]))
+            if issubclass(fmt, GGMLFormat):  # quantized, read back and measured in one kernel pass
+                weights = fmt.importance(self.imatrix, self.row_len)
+                m = measure_chunk(rows, fmt=fmt.name, imatrix=weights, want_y=self.want_y, **args)
+            else:
+                m = measure_chunk(rows, y=fmt.fake_quantize(rows, self.absmax).reshape(rows.shape), **args)
+            if m.health is not None:
+                with self.lock:
+                    self.health[i].add(BlockHealth(*m.health.tolist()))
+            out[i] = m
+        return out
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="normscope-chunks")
+        return _POOLS[threads]
+
+
+def _in_order(chunks: Iterator[tuple[int, np.ndarray, np.ndarray]], work: _ChunkWork, threads: int,
+              first_alone: bool = False) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[int, ChunkStats]]]:
+    """(row0, stored rows, rows, measurements) of every chunk, in order; with threads > 1 the chunks after
+    the first (or all of them, unless `first_alone`) are measured `threads` at a time while the next is read."""
+    if threads <= 1:
+        for row0, stored, rows in chunks:
+            yield row0, stored, rows, work(row0, rows)
+        return
+    it = iter(chunks)
+    if first_alone:
+        head = next(it, None)
+        if head is None:
+            return
+        yield (*head, work(head[0], head[2]))
+    pending: deque[tuple[int, np.ndarray, np.ndarray, Future]] = deque()
+    pool = _pool(threads)
+    try:
+        for row0, stored, rows in it:
+            rows = rows.copy()  # the reader reuses its buffers
+            pending.append((row0, stored if stored is rows else stored.copy(), rows, pool.submit(work, row0, rows)))
+            while len(pending) > threads:
+                row0_, stored_, rows_, fut = pending.popleft()
+                yield row0_, stored_, rows_, fut.result()
+        while pending:
+            row0_, stored_, rows_, fut = pending.popleft()
+            yield row0_, stored_, rows_, fut.result()
+    finally:
+        for *_, fut in pending:
+            fut.cancel()

@@ -13,7 +13,7 @@ from ...errors import ConfigError
 from ...results import TensorInfo
 from .model import Model, open_model
 
-__all__ = ["Executor", "EXECUTORS", "ModelOpener", "available_cores", "resolve_jobs", "planned_workers",
+__all__ = ["Executor", "EXECUTORS", "ModelOpener", "available_cores", "resolve_jobs", "planned_workers", "chunk_threads",
            "group_tensors", "open_for_worker", "GROUPS_PER_JOB", "MIN_PARALLEL_BYTES"]
 
 
@@ -82,6 +82,12 @@ def resolve_jobs(jobs: int | None) -> int:
         raise ConfigError(f"jobs={jobs}: give a positive number of workers, or 0 for the "
                           f"{available_cores()} cores available")
     return int(jobs)
+
+
+def chunk_threads(jobs: int | None, executor: Executor | str = "thread") -> int:
+    """Threads that measure the chunks of one tensor at once: the workers asked for when they are threads
+    of this process (a large tensor then keeps every core busy), else one per worker."""
+    return resolve_jobs(jobs) if Executor(executor) is Executor.THREAD else 1
 
 
 def planned_workers(infos: Sequence[TensorInfo], jobs: int | None, executor: str = "thread") -> int:

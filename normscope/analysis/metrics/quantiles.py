@@ -7,13 +7,17 @@ then on only values inside the windows are kept. At the end, each percentile's t
 are read from the kept values of its bin: exact, numpy's linear interpolation. If a wanted rank ends up
 outside its window (the distribution drifted between chunks), `missing()` says so and the caller makes
 a second pass with `refine()`, which keeps exactly the values of the bins needed.
+
+Zeros are counted, never kept: they are the smallest values of bin 0, so its order statistics are that
+many zeros followed by its kept nonzero values. (An exact copy, whose every difference is zero, would
+otherwise keep all of them.)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ExactQuantiles", "PERCENTILES"]
+__all__ = ["ExactQuantiles", "PERCENTILES", "N_BINS"]
 
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 N_BINS = 1 << 15  # non-negative float32: the sign bit is 0
@@ -35,34 +39,53 @@ class ExactQuantiles:
         self.ranks = sorted({int(np.floor(x)) for x in positions} | {int(np.ceil(x)) for x in positions})
         self.hist = np.zeros(N_BINS, dtype=np.int64)
         self.keep: np.ndarray | None = None  # bool (N_BINS,): bins whose values are kept
-        self.kept: list[np.ndarray] = []
+        self.kept: list[np.ndarray] = []  # nonzero values of the kept bins
+        self.zeros = 0
         self.seen = 0
 
     def update(self, values: np.ndarray) -> None:
         flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
         if self.keep is None:
             if flat.size == self.n:  # the whole stream at once: no windows needed
-                self.kept = [flat.copy()]
                 self.keep = np.ones(N_BINS, dtype=bool)
-                self.hist += np.bincount(_bins(flat), minlength=N_BINS)
-                self.seen += flat.size
-                return
-            self.keep = self._windows(flat)
+            else:
+                self.keep = self._windows(np.bincount(_bins(flat), minlength=N_BINS), flat.size)
         for i in range(0, flat.size, SUB):
             part = flat[i:i + SUB]
             bins = _bins(part)
-            self.hist += np.bincount(bins, minlength=N_BINS)
+            counts = np.bincount(bins, minlength=N_BINS)
+            self.hist += counts
             inside = self.keep[bins]
+            if counts[0]:
+                zero = part == 0
+                self.zeros += int(np.count_nonzero(zero))
+                inside &= ~zero
             if inside.any():
                 self.kept.append(part[inside])
         self.seen += flat.size
 
-    def _windows(self, first: np.ndarray) -> np.ndarray:
-        """Bins around each wanted rank, estimated from the first chunk's distribution."""
+    def update_binned(self, counts: np.ndarray, nonzero: np.ndarray, zeros: int) -> None:
+        """The first chunk, binned elsewhere (the compiled kernel): `counts` per bin of every value, `nonzero`
+        every nonzero value, `zeros` how many were zero. It fixes the windows, as `update` does."""
+        size = int(counts.sum())
+        self.keep = np.ones(N_BINS, dtype=bool) if size == self.n else self._windows(counts, size)
+        self.add_binned(counts, nonzero[self.keep[_bins(nonzero)]] if nonzero.size else nonzero, zeros)
+
+    def add_binned(self, counts: np.ndarray, kept: np.ndarray, zeros: int = 0) -> None:
+        """Take a chunk that was binned elsewhere (the compiled kernel): `counts` per bin of every value,
+        `kept` the nonzero values of the bins `self.keep` marks, `zeros` how many values were zero."""
+        self.hist += counts
+        if kept.size:
+            self.kept.append(kept)
+        self.zeros += zeros
+        self.seen += int(counts.sum())
+
+    def _windows(self, counts: np.ndarray, size: int) -> np.ndarray:
+        """Bins around each wanted rank, estimated from the first chunk's distribution (its bin counts)."""
         keep = np.zeros(N_BINS, dtype=bool)
-        cum = np.cumsum(np.bincount(_bins(first), minlength=N_BINS))
+        cum = np.cumsum(counts)
         for r in self.ranks:
-            b = int(np.searchsorted(cum, r * first.size / self.n, side="right"))
+            b = int(np.searchsorted(cum, r * size / self.n, side="right"))
             keep[max(0, b - WINDOW):min(N_BINS, b + WINDOW + 1)] = True
         return keep
 
@@ -78,7 +101,7 @@ class ExactQuantiles:
         """Start a second pass: keep exactly the bins of the wanted ranks; feed every value again."""
         self.keep = np.zeros(N_BINS, dtype=bool)
         self.keep[list(self._rank_bins().values())] = True
-        self.kept, self.hist, self.seen = [], np.zeros(N_BINS, dtype=np.int64), 0
+        self.kept, self.hist, self.seen, self.zeros = [], np.zeros(N_BINS, dtype=np.int64), 0, 0
 
     def result(self, method: str = "linear") -> dict[float, float]:
         """{percentile: value} as numpy's `np.percentile(…, method=method)`: "linear" interpolates between
@@ -95,11 +118,13 @@ class ExactQuantiles:
         for r, b in self._rank_bins().items():
             by_bin.setdefault(b, []).append(r)
         for b, ranks in by_bin.items():
-            inside = kept[kept_bins == b]  # the kept values of bin b: its order statistics, unsorted
+            inside = kept[kept_bins == b]  # the kept nonzero values of bin b: its order statistics, unsorted
+            skip = self.zeros if b == 0 else 0  # bin 0 starts with the zeros, which are only counted
             at = [r - int(starts[b]) for r in ranks]
-            part = np.partition(inside, at)  # linear time, where a sort of every kept value was n log n
+            wanted = [k - skip for k in at if k >= skip]
+            part = np.partition(inside, wanted) if wanted else inside  # linear time, where a sort was n log n
             for r, k in zip(ranks, at):
-                value[r] = float(part[k])
+                value[r] = 0.0 if k < skip else float(part[k - skip])
         out = {}
         for p in self.percentiles:
             x = p / 100.0 * (self.n - 1)

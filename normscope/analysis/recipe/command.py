@@ -39,7 +39,7 @@ from ..engine.measure import Measured, measure_planned
 from ..engine.model import Model, open_model
 from ..engine.parallel import map_tensors
 from ..engine.plans import norm_gains, plan_model, tensor_formats, unquantized_storage
-from ..engine.workers import Executor, ModelOpener
+from ..engine.workers import Executor, ModelOpener, chunk_threads
 from ..metrics.quant_error import sqnr_db
 from .solve import solve
 
@@ -135,7 +135,7 @@ def recipe_model(model: Model, *, budget_bpw: float | None = None, budget_bytes:
     # -- measure every candidate of every tensor -------------------------------------------------
     gains = norm_gains(model)
     task = partial(measure_planned, formats={t.name: tensor_formats(candidates[t.name], gains.get(t.name)) for t in work},
-                   chunk_elements=chunk_elements)
+                   chunk_elements=chunk_elements, threads=chunk_threads(jobs, executor))
     results = map_tensors(opener or ModelOpener.of(model), model, work, task, jobs=jobs, executor=executor,
                           ray_address=ray_address,
                           progress=progress)
