@@ -12,6 +12,7 @@ cache it goes through is not counted against the process.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from abc import ABC, abstractmethod
@@ -76,6 +77,14 @@ class Checkpoint(ABC):
         self._fds: dict[Path, int] = {}
         self._buf = bytearray()
         self._out = np.empty(0, np.float32)  # iter_chunks' reusable decode buffer
+
+    def clone(self) -> Checkpoint | None:
+        """A reader of the same checkpoint with its own file descriptors and buffers, sharing the parsed
+        header, for another thread (a Checkpoint's reads are not shared between threads); None when this
+        kind of checkpoint cannot be cloned (open it again instead)."""
+        twin = copy.copy(self)
+        twin._fds, twin._buf, twin._out = {}, bytearray(), np.empty(0, np.float32)
+        return twin
 
     # -- decoding, one method per format ---------------------------------------------------
     @abstractmethod

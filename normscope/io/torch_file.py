@@ -149,6 +149,9 @@ def scan_torch_file(file: Path) -> tuple[list[TensorEntry], dict[str, np.ndarray
 class TorchCheckpoint(PlainDecoding, Checkpoint):
     """A PyTorch state dict file, or an HF directory of them (`pytorch_model.bin` or an index of shards)."""
 
+    def clone(self) -> None:
+        return None  # tensors loaded whole live in this reader: reopen instead
+
     format = "torch"
 
     def __init__(self, path: Path, files: tuple[Path, ...], entries: list[TensorEntry],

@@ -16,10 +16,13 @@ from pathlib import Path
 
 from ...errors import CheckpointError, ConfigError, NormscopeError, message
 from ...io import DEFAULT_CHUNK_ELEMENTS
-from ...results import AnalyzeResult, CompareResult, FailedVariant, NormConvention, PairResult, ProgressFn, Variant
+from ...results import (AnalyzeResult, CompareResult, FailedVariant, NormConvention, PairResult, ProgressFn, TensorDiff,
+                        TensorInfo, Variant)
 from ..analyze import analyze_model
 from ..engine.model import Model, open_model
-from ..engine.workers import Executor
+from ..engine.parallel import map_pairs
+from ..engine.workers import Executor, chunk_threads
+from ..metrics.quant_error import ErrorSums
 from .align import align, diff_tensors
 from .summary import depth_profiles, pair_result
 
@@ -154,11 +157,18 @@ def compare_models(models: Sequence[Model], labels: Sequence[str], *, include: S
     for i, ((matched, unmatched), m) in enumerate(zip(alignments, models[1:]), start=1):
         if i not in analyses:
             continue
-        diffs = []
+        notes = {(a.name, b.name): note for a, b, note in matched}
+
+        def diff(bm: Model, a: TensorInfo, vm: Model, b: TensorInfo) -> tuple[TensorDiff, ErrorSums]:
+            return diff_tensors(bm, a, vm, b, notes[(a.name, b.name)], chunk_elements)
+
+        def finished(k: int, m: Model = m, matched: list = matched) -> None:
+            a, b, _ = matched[k]
+            step(a.name, base.entry(a).nbytes + m.entry(b).nbytes)
+
         try:
-            for a, b, note in matched:
-                diffs.append(diff_tensors(base, a, m, b, note, chunk_elements))
-                step(a.name, base.entry(a).nbytes + m.entry(b).nbytes)
+            diffs = map_pairs(base, m, [(a, b) for a, b, _ in matched], diff, threads=chunk_threads(jobs, executor),
+                              progress=finished)
         except READ_ERRORS as e:  # the base's analysis has just read all of it: the variant is what fails
             drop(i, e)
             del analyses[i]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,12 @@ class Model:
         if info.name in self._row_groups:
             values = unpermute_rows(values.reshape(-1, info.shape[-1]), self._row_groups[info.name]).reshape(info.shape)
         return values - np.float32(offset) if offset else values
+
+    def clone(self) -> Model | None:
+        """The same model with its own reader (`Checkpoint.clone`), for another thread; None when the
+        checkpoint cannot be cloned."""
+        ckpt = self.checkpoint.clone()
+        return None if ckpt is None else replace(self, checkpoint=ckpt)
 
     def get(self, name: str) -> TensorInfo:
         for t in self.tensors:

@@ -34,7 +34,7 @@ from .model import Model
 from .ray_tasks import map_ray
 from .workers import EXECUTORS, Executor, ModelOpener, group_tensors, planned_workers
 
-__all__ = ["map_tensors"]
+__all__ = ["map_tensors", "map_pairs"]
 
 R = TypeVar("R")
 
@@ -224,3 +224,51 @@ def _map_threads(opener: ModelOpener, model: Model, infos: list[TensorInfo], gro
         for m in opened:
             m.close()
     return results
+
+
+# -- pairs of tensors of two models (compare's differences) -------------------------------------------
+def map_pairs(base: Model, variant: Model, pairs: Sequence[tuple[TensorInfo, TensorInfo]],
+              work: Callable[[Model, TensorInfo, Model, TensorInfo], R], *, threads: int = 1,
+              progress: Callable[[int], None] | None = None) -> list[R]:
+    """`[work(base, a, variant, b) for a, b in pairs]` on up to `threads` threads, results in the order of `pairs`.
+
+    Each thread reads through its own clones of the two models (`Model.clone`: the parsed headers shared, the
+    file descriptors and buffers its own); when a model cannot be cloned (packs, PyTorch files) the pairs run in
+    this thread. `progress(i)` is called in this thread as pair i completes, in order.
+    """
+    pairs = list(pairs)
+    clones = [] if threads <= 1 or len(pairs) <= 1 else [(base.clone(), variant.clone()) for _ in range(threads - 1)]
+    if not clones or any(a is None or b is None for a, b in clones):
+        out = []
+        for i, (a, b) in enumerate(pairs):
+            out.append(work(base, a, variant, b))
+            if progress:
+                progress(i)
+        return out
+    readers = [(base, variant), *clones]
+    free, lock = list(readers), threading.Lock()
+
+    def run(i: int) -> R:
+        with lock:
+            bm, vm = free.pop()
+        try:
+            a, b = pairs[i]
+            return work(bm, a, vm, b)
+        finally:
+            with lock:
+                free.append((bm, vm))
+
+    pool = ThreadPoolExecutor(max_workers=len(readers), thread_name_prefix="normscope-pairs")
+    try:
+        futures = [pool.submit(run, i) for i in range(len(pairs))]
+        out = []
+        for i, fut in enumerate(futures):
+            out.append(fut.result())
+            if progress:
+                progress(i)
+        return out
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for bm, vm in clones:
+            bm.checkpoint.close()
+            vm.checkpoint.close()

@@ -205,6 +205,9 @@ class PackFormat:
 class PackedCheckpoint(Checkpoint):
     """A checkpoint whose packed tensors read as their dequantized (or merged) logical weights."""
 
+    def clone(self) -> None:
+        return None  # logical tensors hold their own readers of the inner checkpoints: reopen instead
+
     def __init__(self, inner: Checkpoint, logical: Sequence[Logical], hidden: Iterable[str], pack: str,
                  others: Sequence[Checkpoint] = ()):
         self.inner = inner
