@@ -36,3 +36,13 @@ def test_bench_memory_runs_on_a_tiny_model(tmp_path):
     cases = json.loads(out.read_text())
     assert [c["returncode"] for c in cases] == [0] * 5 and "largest process" in r.stdout  # jobs 1, 2, 2 process, 2 big
     assert all(c["max_process_mib"] > 0 for c in cases)
+
+
+def test_bench_quant_runs_and_checks_the_bytes(tmp_path):
+    out = tmp_path / "quant.json"
+    r = _run(str(BENCH / "bench_quant.py"), "--types", "Q4_0,Q4_K,IQ2_XXS", "--rows", "4", "--repeat", "1",
+             "--threads", "2", "--synthetic", "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(x["type"], x["imatrix"]) for x in rows] == [("Q4_0", False), ("Q4_0", True), ("Q4_K", False),
+                                                          ("Q4_K", True), ("IQ2_XXS", True)]
+    assert all(x["identical"] for x in rows) and "2 threads" in r.stdout
