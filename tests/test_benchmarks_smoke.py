@@ -46,3 +46,14 @@ def test_bench_quant_runs_and_checks_the_bytes(tmp_path):
     assert [(x["type"], x["imatrix"]) for x in rows] == [("Q4_0", False), ("Q4_0", True), ("Q4_K", False),
                                                           ("Q4_K", True), ("IQ2_XXS", True)]
     assert all(x["identical"] for x in rows) and "2 threads" in r.stdout
+
+
+def test_bench_8b_runs_on_a_tiny_model_of_its_shapes(tmp_path, monkeypatch):
+    out = tmp_path / "8b.json"
+    monkeypatch.setenv("NORMSCOPE_TEST_CACHE", str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, str(BENCH / "bench_8b.py"), "--tiny", "--jobs", "2", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["analyze"]["returncode"] == report["simulate Q4_K_M"]["returncode"] == 0
+    assert report["floor_s"] > 0 and "M weights/s" in r.stdout
