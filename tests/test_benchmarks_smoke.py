@@ -32,9 +32,11 @@ def test_bench_memory_runs_on_a_tiny_model(tmp_path):
 
     model = write_model(tmp_path / "m", gemma_tensors(), GEMMA_CONFIG, "BF16", shards=2)
     out = tmp_path / "memory.json"
-    r = _run(str(BENCH / "bench_memory.py"), str(model), "--big-gib", "0.01", "--json", str(out))
+    r = _run(str(BENCH / "bench_memory.py"), str(model), "--big-gib", "0.01", "--no-gguf", "--big-norm", "100000",
+             "--json", str(out))
     cases = json.loads(out.read_text())
-    assert [c["returncode"] for c in cases] == [0] * 5 and "largest process" in r.stdout  # jobs 1, 2, 2 process, 2 big
+    # analyze at jobs 1, 2, 2 processes; simulate, compare, check; 5 on the long norm; 2 big tensors
+    assert [c["returncode"] for c in cases] == [0] * 13 and "largest process" in r.stdout
     assert all(c["max_process_mib"] > 0 for c in cases)
 
 

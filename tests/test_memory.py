@@ -48,3 +48,33 @@ def test_the_core_path_does_not_import_torch(tmp_path):
             "heavy = [m for m in ('torch', 'transformers', 'ray') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code, str(model)], check=True, timeout=300)
+
+
+def _measure_cli(*argv: str) -> dict:
+    r = bench_memory._measure_fresh(bench_memory.cli(*argv))
+    assert r["returncode"] in (0, 1), r["stderr"]  # check exits 1 when a rule fails
+    return r
+
+
+@pytest.mark.parametrize("command", ["simulate", "compare"])
+def test_simulate_and_compare_of_the_gemma_gguf_stay_under_512_mib(gemma_gguf, tmp_path, command):
+    """Requantizing a GGUF (or comparing it with itself) leaves errors that are mostly exact zeros: the exact
+    percentiles once kept every one of them (4.0 GB)."""
+    g = str(gemma_gguf)
+    args = ["simulate", g, "--scheme", "Q4_K_M"] if command == "simulate" else ["compare", g, g]
+    r = _measure_cli(*args, "-q", "--json", str(tmp_path / "out.json"))
+    assert r["max_process_mib"] <= LIMIT_MIB, r
+
+
+@pytest.mark.parametrize("command", ["analyze", "check", "compare", "clip-dry-run", "clip"])
+def test_a_norm_of_2_26_values_stays_under_512_mib(tmp_path_factory, command):
+    """A 1-D "norm" of 2^26 float32 values (256 MiB; read whole, as norms were, it cost several times that)."""
+    norm = tmp_path_factory.getbasetemp() / "big-norm"
+    if not (norm / "model.safetensors").exists():
+        bench_memory.make_big_norm(norm, 1 << 26)
+    out = tmp_path_factory.mktemp(command)
+    m = str(norm)
+    argv = {"analyze": ["analyze", m], "check": ["check", m, "--no-pyproject"], "compare": ["compare", m, m],
+            "clip-dry-run": ["clip", m, "--dry-run"], "clip": ["clip", m, "--out", str(out / "clipped")]}[command]
+    r = _measure_cli(*argv, "-q", "--json", str(out / "report.json"))
+    assert r["max_process_mib"] <= LIMIT_MIB, r

@@ -182,6 +182,15 @@ class Checkpoint(ABC):
         raw = bytes(self._read(entry, row0, n_rows))
         return np.frombuffer(raw, dtype=self._raw_dtype(entry)).copy()
 
+    def read_raw_values(self, entry: TensorEntry, start: int, count: int) -> np.ndarray:
+        """Stored values [start, start + count) of a tensor of a plain dtype (one value per item: F32, BF16, …)
+        as a fresh array of that dtype: a piece of a row, for rows too long to read whole."""
+        dtype = np.dtype(self._raw_dtype(entry))
+        out = np.empty(count, dtype)
+        if count:
+            self.read_into(entry, start * dtype.itemsize, memoryview(out.view(np.uint8)))
+        return out
+
     def _read(self, entry: TensorEntry, row0: int, n_rows: int) -> memoryview:
         if entry.nbytes % max(entry.n_rows, 1):
             raise CheckpointError(f"{entry.file}: tensor {entry.name!r} has {entry.nbytes} bytes, "

@@ -13,7 +13,7 @@ from ..engine.model import Model, open_model
 from ..engine.parallel import map_tensors
 from ..engine.select import select_tensors
 from ..engine.workers import Executor, ModelOpener, planned_workers
-from ..metrics.norms import norm_stats
+from ..metrics.norms import norm_stats, stream_norm_stats
 from ..metrics.stats import WeightAccumulator, count_beyond
 from .explain import explain
 from .parts import TensorPart, analyze_part, is_norm_read, merge_parts, report_fields, split_large
@@ -112,7 +112,10 @@ def analyze_tensor(model: Model, info: TensorInfo, *, top_k: int = 8, outlier_si
     """The report of one tensor: norm statistics for norm weights, value statistics otherwise."""
     base = report_fields(info)
     if is_norm_read(info):
-        return TensorReport(**base, norm=norm_stats(model.read(info), info.convention, top_k))
+        if info.n_params <= chunk_elements:  # every real norm: read whole, numpy's sums and percentiles
+            return TensorReport(**base, norm=norm_stats(model.read(info), info.convention, top_k))
+        return TensorReport(**base, norm=stream_norm_stats(lambda: model.iter_values(info, chunk_elements),
+                                                           info.convention, top_k))
     acc = WeightAccumulator(info.shape, top_k=top_k, outlier_sigma=outlier_sigma)
     for start, values in model.iter_values(info, chunk_elements, stored=True):
         acc.update(start, values)

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from ...errors import CheckpointError
 from ...io import DEFAULT_CHUNK_ELEMENTS
 from ...results import Role, TensorDiff, TensorInfo, Unmatched
 from ..engine.model import Model
@@ -79,9 +80,19 @@ def _shape(shape: Sequence[int]) -> str:
 
 def paired_rows(a: Model, ia: TensorInfo, b: Model, ib: TensorInfo, max_elements: int = DEFAULT_CHUNK_ELEMENTS
                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(first row, rows of a, the same rows of b), whatever row chunks each model reads in."""
-    ita, itb = a.iter_rows(ia, max_elements), b.iter_rows(ib, max_elements)
+    """(first row, rows of a, the same rows of b), whatever row chunks each model reads in. A tensor whose rows
+    are longer than a chunk (a long 1-D norm) comes in flat pieces, each as one row: (0, (1, k), (1, k))."""
     row_len = ia.shape[-1] if ia.shape else 1
+    if row_len > max_elements:
+        itp = b.iter_values(ib, max_elements)
+        for start, va in a.iter_values(ia, max_elements):
+            va = va.copy()  # the reader reuses its buffer
+            got = next(itp, None)
+            if got is None or got[0] != start or got[1].size != va.size:
+                raise CheckpointError(f"{ib.name}: the two models read in different pieces; cannot pair them")
+            yield 0, va.reshape(1, -1), got[1].reshape(1, -1)
+        return
+    ita, itb = a.iter_rows(ia, max_elements), b.iter_rows(ib, max_elements)
     bufa = bufb = np.zeros((0, row_len), np.float32)
     row = 0
     while True:

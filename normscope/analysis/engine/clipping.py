@@ -101,14 +101,15 @@ def tensor_thresholds(model: Model, info: TensorInfo, percentiles: Sequence[floa
     """(threshold per percentile, max |value|) of a whole tensor: `np.percentile(|value|, p, method="lower")`,
     for a norm stepped down to the fixed point that keeps clipping idempotent (see the module docstring).
 
-    Norms (small) are read whole; weights are streamed through `ExactQuantiles` (exact; a second pass
-    only when the first could not pin a rank).
+    Norms are read whole when they fit a chunk (every real one); weights, and norms too long for a chunk,
+    are streamed through `ExactQuantiles` (exact; a second pass only when the first could not pin a rank;
+    a long norm's |gain| in float32, and without the fixed-point step).
 
     Raises:
         CheckpointError: the tensor holds NaN or Inf.
     """
     conv = convention_of(info)
-    if conv is not None or info.n_params <= min(chunk_elements, SUB_VALUES):
+    if (conv is not None and info.n_params <= chunk_elements) or info.n_params <= min(chunk_elements, SUB_VALUES):
         stored = model.read(info).astype(np.float64).reshape(-1)
         mag = np.abs(_values(stored, conv))
         check_finite(mag, info)
@@ -121,15 +122,19 @@ def tensor_thresholds(model: Model, info: TensorInfo, percentiles: Sequence[floa
         return found, float(mag.max())
     q = ExactQuantiles(info.n_params, tuple(percentiles))
     top = 0.0
-    for _, rows in model.iter_rows(info, chunk_elements):
-        check_finite(rows, info)
-        mag = np.abs(rows)
-        top = max(top, float(mag.max()))
+
+    def magnitudes() -> Iterator[np.ndarray]:  # |value| (a norm's |gain|) in float32, a chunk at a time
+        for _, values in model.iter_values(info, chunk_elements):
+            yield np.abs(_values(values.astype(np.float64), conv)).astype(np.float32) if conv else np.abs(values)
+
+    for mag in magnitudes():
+        check_finite(mag, info)
+        top = max(top, float(mag.max()) if mag.size else 0.0)
         q.update(mag)
     if q.missing():
         q.refine()
-        for _, rows in model.iter_rows(info, chunk_elements):
-            q.update(np.abs(rows))
+        for mag in magnitudes():
+            q.update(mag)
     values = q.result(PERCENTILE_METHOD)
     return [values[p] for p in percentiles], top
 
@@ -224,7 +229,12 @@ def clip_rows(raw: np.ndarray, dtype: str, thresholds: np.ndarray | float, conv:
 
 def raw_rows(ckpt: Checkpoint, entry: TensorEntry, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
              ) -> Iterator[tuple[int, np.ndarray]]:
-    """(first row, stored rows as a fresh (rows, cols) array of the storage dtype), whole rows per chunk."""
+    """(first row, stored rows as a fresh (rows, cols) array of the storage dtype), whole rows per chunk; the one
+    row of a 1-D tensor longer than a chunk (a norm of an unusual checkpoint) comes in (1, k) pieces."""
+    if entry.n_rows == 1 and entry.row_len > chunk_elements:
+        for start in range(0, entry.row_len, chunk_elements):
+            yield 0, ckpt.read_raw_values(entry, start, min(chunk_elements, entry.row_len - start)).reshape(1, -1)
+        return
     step = ckpt.rows_per_chunk(entry, chunk_elements)
     for row0 in range(0, entry.n_rows, step):
         n = min(step, entry.n_rows - row0)
