@@ -86,7 +86,8 @@ def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[st
     warnings = list(model.warnings)
     plans = {s: plan_model(model, s, include_lm_head=include_lm_head, tensor_types=tensor_types, warnings=warnings)
              for s in schemes}
-    gains = norm_gains(model)
+    damaged: dict[str, int] = {}
+    gains = norm_gains(model, damaged)
     tensor_plans = {t.name: tensor_formats([plans[s][t.name].type for s in schemes], gains.get(t.name))
                     for t in tensors}
     work = [t for t in tensors if any(tensor_plans[t.name].formats)]
@@ -100,8 +101,20 @@ def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[st
     options = {"schemes": list(schemes), "arch": model.detected.spec.name, "include": list(include),
                "exclude": list(exclude), "include_lm_head": include_lm_head,
                "tensor_types": [f"{p}={t}" for p, t in tensor_types]}
+    for name, ms in measured.items():
+        bad = max((m.damaged for m in ms if m is not None), default=0)
+        if bad:
+            damaged[name] = bad
     return SimulateResult(source=model.source, architecture=model.detected.spec.name, schemes=results,
-                          warnings=tuple(warnings), options=options)
+                          warnings=tuple(warnings), options=options, errors=damage_findings(damaged))
+
+
+def damage_findings(damaged: dict[str, int]) -> tuple[str, ...]:
+    """One line per tensor holding NaN or Inf values: the checkpoint is damaged, and the numbers of these
+    tensors (and, for a norm, of the tensors it weighs) mean nothing."""
+    return tuple(f"{name}: {n:,} NaN or infinite value{'s' if n != 1 else ''}: the checkpoint is damaged; its errors "
+                 "(and, for a norm, the norm-aware errors of the tensors it feeds) mean nothing"
+                 for name, n in sorted(damaged.items()))
 
 
 def _scheme_result(model: Model, scheme: str, index: int, tensors: Sequence[TensorInfo],

@@ -123,8 +123,9 @@ static void row_sums(const float *x, const float *y, int64_t n, const double *co
 static int64_t abs_errors(const float *x, const float *y, int64_t n, const uint8_t *keep, float *kept,
                           int64_t nkept, int64_t *hist2, float *maxd, double *s) {
     float m = *maxd;
-    int64_t zeros = 0, nonfinite = 0;
+    int64_t zeros = 0, nonfinite = 0, xbad = 0;
     for (int64_t j = 0; j < n; j++) {
+        xbad += !(fabsf(x[j]) <= FLT_MAX);
         const float ad = fabsf(y[j] - x[j]);
         uint32_t bits;
         memcpy(&bits, &ad, sizeof bits);
@@ -140,6 +141,7 @@ static int64_t abs_errors(const float *x, const float *y, int64_t n, const uint8
     *maxd = m;
     s[NS_S_ZEROS] += (double)zeros;
     s[NS_S_NONFINITE] += (double)nonfinite;
+    s[NS_S_XNONFINITE] += (double)xbad;
     return nkept;
 }
 

@@ -6,9 +6,11 @@
 
 #define NS_BINS 32768 /* |d| bins: the top 16 bits of a non-negative float32 */
 
-/* stats[]: float64 sums of a chunk (overwritten), then the largest finite |d|, the count of non-finite |d| and the
- * count of |d| == 0 (zeros are counted, never copied out: an exact copy would otherwise keep every value). */
-enum { NS_S_D2, NS_S_X2, NS_S_Y2, NS_S_XY, NS_S_WD2, NS_S_WX2, NS_S_MAXABS, NS_S_NONFINITE, NS_S_ZEROS, NS_STATS };
+/* stats[]: float64 sums of a chunk (overwritten), then the largest finite |d|, the count of non-finite |d|, the
+ * count of |d| == 0 (zeros are counted, never copied out: an exact copy would otherwise keep every value) and the
+ * count of non-finite x (a damaged checkpoint, as opposed to a format whose scale overflowed). */
+enum { NS_S_D2, NS_S_X2, NS_S_Y2, NS_S_XY, NS_S_WD2, NS_S_WX2, NS_S_MAXABS, NS_S_NONFINITE, NS_S_ZEROS, NS_S_XNONFINITE,
+       NS_STATS };
 /* health[]: block health counts (added to). */
 enum { NS_H_BLOCKS, NS_H_DOMINATED, NS_H_UNDERFLOW, NS_H_SUBNORMAL, NS_H_OVERFLOW, NS_H_NONZERO, NS_H_ZEROED,
        NS_HEALTH };

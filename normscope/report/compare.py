@@ -23,6 +23,8 @@ def compare_header(r: CompareResult) -> list[str]:
     lines = [f"{len(r.variants)} models, each compared with {base!r}"]
     if r.failed:
         lines.append(f"not compared (could not be read): {', '.join(f.label for f in r.failed)}")
+    if r.errors:
+        lines.append(f"NON-FINITE VALUES in {len(r.errors)} tensors: a model is damaged")
     return lines
 
 
@@ -74,7 +76,7 @@ def compare_tables(r: CompareResult, top: int = 10) -> list[Table]:
 
 
 def _notes(r: CompareResult) -> list[tuple[str, str]]:
-    return (failure_notes(r) + [("warning", w) for w in r.warnings]
+    return (failure_notes(r) + [("error", e) for e in r.errors] + [("warning", w) for w in r.warnings]
             + [("info", line) for p in r.pairs for line in p.summary])
 
 

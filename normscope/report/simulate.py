@@ -29,6 +29,8 @@ def simulate_header(r: SimulateResult) -> list[str]:
     lines = [f"source: {r.source.spec or r.source.path} ({r.source.format})",
              f"architecture: {r.architecture}"
              + (f" · {count(first.n_params)} parameters in {len(first.tensors)} tensors" if first else "")]
+    if r.errors:
+        lines.append(f"NON-FINITE VALUES in {len(r.errors)} tensors: the checkpoint is damaged")
     return lines
 
 
@@ -70,7 +72,7 @@ def simulate_tables(r: SimulateResult, top: int = 10) -> list[Table]:
 
 
 def _notes(r: SimulateResult) -> list[tuple[str, str]]:
-    notes = [("warning", w) for w in r.warnings]
+    notes = [("error", e) for e in r.errors] + [("warning", w) for w in r.warnings]
     for s in r.schemes:
         notes += [("info", n) for n in s.notes]
     return notes

@@ -13,7 +13,7 @@ from .simulate import ErrorStats
 __all__ = ["COMPARE_SCHEMA_VERSION", "Variant", "TensorDiff", "Unmatched", "NormChange", "PairResult", "DepthProfile",
            "FailedVariant", "CompareResult"]
 
-COMPARE_SCHEMA_VERSION = "1.0"
+COMPARE_SCHEMA_VERSION = "1.1"  # 1.1: errors, error.non_finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +114,7 @@ class CompareResult(ResultBase):
     warnings: tuple[str, ...]
     options: dict[str, Any]
     failed: tuple[FailedVariant, ...] = ()  # variants left out because they could not be read
+    errors: tuple[str, ...] = ()  # damage found (NaN or Inf weights in a model)
     schema: str = "normscope.compare"
     schema_version: str = COMPARE_SCHEMA_VERSION
 

@@ -11,7 +11,7 @@ from .common import Role, SourceInfo
 __all__ = ["SIMULATE_SCHEMA_VERSION", "ErrorStats", "NormAwareError", "BlockHealthStats", "SimTensor", "SchemeResult",
            "SimulateResult"]
 
-SIMULATE_SCHEMA_VERSION = "1.0"
+SIMULATE_SCHEMA_VERSION = "1.1"  # 1.1: errors, error.non_finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,7 @@ class ErrorStats(ResultBase):
     p95: float
     p99: float
     p999: float
+    non_finite: int = 0  # values whose error is NaN or infinite (left out of max_abs; the sums are NaN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +104,7 @@ class SimulateResult(ResultBase):
     schemes: tuple[SchemeResult, ...]
     warnings: tuple[str, ...]
     options: dict[str, Any]
+    errors: tuple[str, ...] = ()  # damage found (NaN or Inf weights): these tensors' numbers mean nothing
     schema: str = "normscope.simulate"
     schema_version: str = SIMULATE_SCHEMA_VERSION
 

@@ -4,6 +4,7 @@ llama.cpp's q/k permutation undone as transformers undoes it, fine-tunes, teache
 from __future__ import annotations
 
 import math
+import warnings
 
 import gguf
 import ml_dtypes
@@ -230,3 +231,23 @@ def test_an_unreadable_base_or_too_few_readable_models_raise(three):
         compare([bad, base, ft])
     with pytest.raises(CheckpointError, match="at least two readable models; not readable: variant1: .*broken"):
         compare([base, bad, bad])
+
+
+def test_nan_and_inf_are_error_findings_in_compare(tmp_path, capsys):
+    """A model with a NaN weight compared with itself: once "max |diff| 0" and a numpy RuntimeWarning."""
+    from helpers import GEMMA_CONFIG, gemma_tensors, run_cli, write_model
+
+    t = gemma_tensors()
+    t["model.layers.0.self_attn.q_proj.weight"][0, 0] = np.nan
+    model = write_model(tmp_path / "m", t, GEMMA_CONFIG, "F32")
+    r = compare([model, model], labels=["a", "b"])
+    assert r.errors == ("a: model.layers.0.self_attn.q_proj.weight: 1 NaN values: that model is damaged; its "
+                        "differences in this tensor mean nothing",
+                        "b: model.layers.0.self_attn.q_proj.weight: 1 NaN values: that model is damaged; its "
+                        "differences in this tensor mean nothing")
+    q = next(d for d in r.pair("b").tensors if d.name == "model.layers.0.self_attn.q_proj.weight")
+    assert q.error.non_finite == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning on the way
+        code, out, _ = run_cli(["compare", model, model], capsys)
+    assert code == 0 and "NON-FINITE VALUES in 2 tensors: a model is damaged" in out

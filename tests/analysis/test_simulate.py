@@ -168,3 +168,23 @@ def test_two_worker_processes_give_the_same_result(gemma_q4_k_m, gemma_hf):
     """Each tensor is measured whole in one place: the JSON is identical whatever the number of workers."""
     parallel = simulate(gemma_hf, schemes="Q4_K_M", jobs=2).scheme("Q4_K_M")
     assert parallel.to_dict() == gemma_q4_k_m.to_dict()
+
+
+def test_nan_and_inf_are_error_findings_in_simulate(tmp_path, capsys):
+    """A NaN weight and an infinite norm gain: simulate says the checkpoint is damaged (it once showed only
+    "nan" cells and exited 0 with no word)."""
+    from helpers import run_cli
+
+    t = gemma_tensors(hidden=256, ffn=512)
+    t["model.layers.1.mlp.down_proj.weight"][3, 5] = np.nan  # a NaN weight
+    t["model.layers.0.post_feedforward_layernorm.weight"][7] = np.inf  # an infinite norm gain
+    model = write_model(tmp_path / "m", t, GEMMA_CONFIG, "F32")
+    r = simulate(model, schemes="Q8_0,int4")
+    assert [e.split(":")[0] for e in r.errors] == ["model.layers.0.post_feedforward_layernorm.weight",
+                                                   "model.layers.1.mlp.down_proj.weight"]
+    assert "1 NaN or infinite value: the checkpoint is damaged" in r.errors[1]
+    down = next(x for x in r.scheme("Q8_0").tensors if x.name == "model.layers.1.mlp.down_proj.weight")
+    assert down.error.non_finite == 1 and np.isfinite(down.error.max_abs)
+    code, out, err = run_cli(["simulate", model, "--scheme", "Q8_0"], capsys)
+    assert code == 0 and "NON-FINITE VALUES in 2 tensors: the checkpoint is damaged" in out
+    assert "[error] model.layers.1.mlp.down_proj.weight: 1 NaN or infinite value" in " ".join(out.split())

@@ -111,6 +111,11 @@ def compare(sources: Sequence[str | Path], *, arch: str | None = None,
             m.close()
 
 
+def _non_finite(nan: int, inf: int) -> str:
+    parts = [f"{nan:,} NaN" if nan else "", f"{inf:,} infinite value{'s' if inf != 1 else ''}" if inf else ""]
+    return " and ".join(p for p in parts if p) + (" values" if nan and not inf else "")
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(message(e).split()) or type(e).__name__
 
@@ -184,6 +189,10 @@ def compare_models(models: Sequence[Model], labels: Sequence[str], *, include: S
     kept_labels = [labels[i] for i in kept]
     kept_analyses = [analyses[i] for i in kept]
     options = {"labels": list(labels), "include": list(include), "exclude": list(exclude)}
+    errors = tuple(f"{label}: {t.name}: {_non_finite(st.nan_count, st.inf_count)}: that model is damaged; its "
+                   "differences in this tensor mean nothing"
+                   for label, a in zip(kept_labels, kept_analyses) for t in a.tensors
+                   for st in (t.norm, t.weight) if st is not None and (st.nan_count or st.inf_count))
     return CompareResult(variants=variants, pairs=tuple(pairs.values()), profiles=depth_profiles(kept_labels,
                          kept_analyses), analyses=tuple(kept_analyses), warnings=warnings, options=options,
-                         failed=tuple(failed))
+                         failed=tuple(failed), errors=errors)

@@ -48,6 +48,7 @@ class Measured:
     health: BlockHealthStats
     sums: ErrorSums
     counts: BlockHealth  # the raw block counts behind `health`, summed for scheme totals
+    damaged: int = 0  # NaN or infinite values in the tensor itself (a damaged checkpoint)
 
 
 def measure_planned(model: Model, info: TensorInfo, *, formats: dict[str, TensorFormats], chunk_elements: int,
@@ -122,7 +123,8 @@ def measure_tensor(model: Model, info: TensorInfo, plan: TensorFormats,
         err = accs[i].finish()
         counts = work.health[i]
         out[i] = Measured(error=err, norm_aware=accs[i].finish_norm_aware(plan.norm, plan.axis, err.sqnr_db),
-                          health=health_stats(counts), sums=accs[i].error_sums(), counts=counts)
+                          health=health_stats(counts), sums=accs[i].error_sums(), counts=counts,
+                          damaged=accs[i].x_non_finite)
     return out
 
 

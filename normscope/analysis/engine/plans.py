@@ -68,9 +68,9 @@ class NormGains:
     axis: str  # "in", "out" or "in+out"
 
 
-def norm_gains(model: Model) -> dict[str, NormGains]:
+def norm_gains(model: Model, damaged: dict[str, int] | None = None) -> dict[str, NormGains]:
     """{linear tensor name: NormGains} for every 2-D weight a norm feeds (arch.norm_feeds), gains in their
-    convention (Gemma: 1 + w)."""
+    convention (Gemma: 1 + w). `damaged`, when given, receives {norm name: NaN/Inf values} of the norms read."""
     feeds = norm_feeds(model.detected.spec, model.tensors, model.tied_embeddings)
     cache: dict[str, np.ndarray] = {}
 
@@ -78,6 +78,9 @@ def norm_gains(model: Model) -> dict[str, NormGains]:
         if name not in cache:
             info = model.get(name)
             cache[name] = np.asarray(effective_gain(model.read(info), info.convention), np.float32)
+            bad = int(np.count_nonzero(~np.isfinite(cache[name])))
+            if bad and damaged is not None:
+                damaged[name] = bad
         return cache[name]
 
     out = {}

@@ -64,7 +64,8 @@ class ChunkStats:
     """What the kernel measured on one chunk of rows."""
 
     n: int  # values
-    # float64 (9,): Σd², Σx², Σx'², Σx·x', weighted Σd², weighted Σx², max |d|, non-finite |d|, |d| == 0
+    # float64 (10,): Σd², Σx², Σx'², Σx·x', weighted Σd², weighted Σx², max |d|, non-finite |d|, |d| == 0,
+    # non-finite x
     stats: np.ndarray
     hist: np.ndarray  # int64 (N_BINS,): |d| per bin, zeros included
     kept: np.ndarray  # float32: the nonzero |d| of the bins asked for (all of them when no mask was given)
@@ -91,7 +92,7 @@ def measure_chunk(rows: np.ndarray, *, fmt: str | None = None, y: np.ndarray | N
     n_per_row = rows.shape[-1] if rows.ndim else 1
     if y is not None:
         y = np.ascontiguousarray(y, dtype=np.float32)
-    stats = np.zeros(9)
+    stats = np.zeros(10)
     hist = np.zeros(N_BINS, dtype=np.int64)
     health = np.zeros(len(HEALTH_FIELDS), dtype=np.int64) if group else None
     if group and n_per_row % group:
@@ -121,7 +122,8 @@ class ErrorAccumulator:
         self.n = 0
         self.sums = np.zeros(4)  # Σd², Σx², Σx'², Σx·x'
         self.max_abs = 0.0
-        self.non_finite = 0
+        self.non_finite = 0  # values whose error is NaN or infinite
+        self.x_non_finite = 0  # of them, those already NaN or infinite in the original
         self.quantiles = ExactQuantiles(n_total)
         self.c2 = None if col_gains is None else np.ascontiguousarray(col_gains, np.float64) ** 2
         self.r2 = None if row_gains is None else np.ascontiguousarray(row_gains, np.float64) ** 2
@@ -153,6 +155,7 @@ class ErrorAccumulator:
             self.weighted += s[4:6]
         self.max_abs = max(self.max_abs, float(s[6]))
         self.non_finite += int(s[7])
+        self.x_non_finite += int(s[9])
         if self.quantiles.keep is None:  # the first chunk: every nonzero |d| came back, and fixes the windows
             self.quantiles.update_binned(chunk.hist, chunk.kept, int(s[8]))
         else:
@@ -191,7 +194,7 @@ class ErrorAccumulator:
         return ErrorStats(
             rmse=math.sqrt(d2 / self.n) if self.n else math.nan, rel_l2=rel_l2(x2, d2),
             sqnr_db=sqnr_db(x2, d2), max_abs=self.max_abs, cosine=cos,
-            p50=q[50.0], p95=q[95.0], p99=q[99.0], p999=q[99.9])
+            p50=q[50.0], p95=q[95.0], p99=q[99.0], p999=q[99.9], non_finite=self.non_finite)
 
     def finish_norm_aware(self, norm: str, axis: str, plain_db: float) -> NormAwareError | None:
         """The norm-aware error, or None when no norm feeds this tensor."""

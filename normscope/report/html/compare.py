@@ -43,7 +43,8 @@ def compare_sections(r: CompareResult, top: int | None = None) -> list[Section]:
                      ("model", "aligned", "identical", "unmatched", "SQNR dB", "rel L2"),
                      tuple((p.variant, str(p.matched), str(p.identical), str(len(p.unmatched)), num(p.sqnr_db),
                             num(p.rel_l2, 3)) for p in r.pairs), "lrrrrr")
-    notes = [Note(kind, text) for kind, text in failure_notes(r)] + [Note("warning", w) for w in r.warnings]
+    notes = ([Note(kind, text) for kind, text in failure_notes(r)] + [Note("error", e) for e in r.errors]
+             + [Note("warning", w) for w in r.warnings])
     sections = [Section("Models", (variants_table(r), overview, Notes("Warnings", tuple(notes))), id="models")]
     for p in r.pairs:
         blocks: list = [Notes("Summary", tuple(Note("info", line) for line in p.summary))]

@@ -59,7 +59,7 @@ def simulate_sections(r: SimulateResult, top: int | None = None) -> list[Section
     for i, s in enumerate(r.schemes):
         notes = Notes(f"{s.scheme}: what to read", tuple(Note("info", line) for line in s.notes))
         sections.append(Section(f"{s.scheme}", (notes, *per_scheme[2 * i:2 * i + 2]), id=f"scheme-{s.scheme}"))
-    if r.warnings:
-        sections.append(Section("Warnings", (Notes("Warnings", tuple(Note("warning", w) for w in r.warnings)),),
-                                id="simulate-warnings"))
+    if r.errors or r.warnings:
+        found = tuple(Note("error", e) for e in r.errors) + tuple(Note("warning", w) for w in r.warnings)
+        sections.append(Section("Warnings", (Notes("Warnings", found),), id="simulate-warnings"))
     return sections
