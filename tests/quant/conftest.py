@@ -25,3 +25,20 @@ def gemma_rows(gemma_gguf):
     out["post_ffw_norms"] = norms.reshape(-1, 1024)  # gains up to 1657
     ckpt.close()
     return out
+
+
+@pytest.fixture(scope="module")
+def minilm_rows(minilm_dir):
+    """Real all-MiniLM-L6-v2 tensors (a BERT: rows of 384 and 1536, LayerNorm weights near 1), in 1024-wide rows."""
+    from normscope.io import open_path
+
+    out = {}
+    with open_path(minilm_dir) as ckpt:
+        for name in ("encoder.layer.0.attention.self.query.weight", "encoder.layer.3.intermediate.dense.weight",
+                     "embeddings.word_embeddings.weight"):
+            e = next(v for k, v in ckpt.entries.items() if k.endswith(name))
+            values = ckpt.read(e).reshape(-1)
+            out["minilm " + name] = values[:values.size // 1024 * 1024][:64 * 1024].reshape(-1, 1024)
+        norms = np.concatenate([ckpt.read(v).reshape(-1) for k, v in ckpt.entries.items() if "LayerNorm.weight" in k])
+        out["minilm LayerNorm weights"] = norms[:norms.size // 1024 * 1024].reshape(-1, 1024)
+    return out

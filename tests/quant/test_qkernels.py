@@ -80,8 +80,8 @@ def test_adversarial_rows_with_imatrix(name, seed):
 
 
 @pytest.mark.parametrize("name", TYPES)
-def test_real_gemma_rows(name, gemma_rows):
-    for tensor, x in gemma_rows.items():
+def test_real_gemma_and_minilm_rows(name, gemma_rows, minilm_rows):
+    for tensor, x in {**gemma_rows, **minilm_rows}.items():
         w = importance(x.shape[1], 3) if TABLE[name][3] else None
         if TABLE[name][3] < 2:
             assert np.array_equal(ours(x, name), ggml_quantize(x, name)), tensor
