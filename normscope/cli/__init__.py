@@ -26,14 +26,20 @@ app = typer.Typer(name="normscope", add_completion=False, no_args_is_help=True, 
                        "and what int4/int8/GGUF quantization will do, tensor by tensor.")
 
 
-@app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-          version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
-    if version:
+def _version(value: bool) -> None:
+    """--version: print and exit before a command is looked for (an eager option)."""
+    if value:
         from importlib.metadata import version as dist_version
 
         typer.echo(f"normscope {dist_version('normscope')}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    pass
 
 
 app.command(no_args_is_help=False)(analyze)

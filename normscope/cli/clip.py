@@ -53,6 +53,12 @@ def clip(
     common = dict(per=per, protect=protect, protect_z=protect_z, arch=arch, norm_convention=norm_convention,
                   **select.api(), **workers.api())
     if sweep is None:
+        if model is None:  # the embedded example is a GGUF, which clip cannot write: say what to give it
+            raise ConfigError("clip needs a MODEL to clip: an HF safetensors directory or file, or a hub id "
+                              "(normscope clip MODEL --out DIR)")
+        if out is None and not dry_run:
+            raise ConfigError("clip writes a new checkpoint: give it --out DIR (a new directory), or --dry-run to "
+                              "only report what would change")
         if scheme or include_lm_head:
             raise ConfigError("--scheme and --include-lm-head go with --sweep (a clip writes no quantized model)")
         with progress_bar("clipping", not out_.quiet) as progress:

@@ -95,7 +95,7 @@ def test_sweep_reports_the_best_percentile_and_where_clipping_is_pure_error(tmp_
     (["--out", "{tmp}/taken"], "already exists; pass --force (force=True) to replace it"),
     (["--out", "{tmp}/taken", "--force"], "exists and is not an earlier normscope output (no normscope-clip.json)"),
     (["--out", "{tmp}/no/such"], "parent directory {tmp}/no does not exist"),
-    ([], "no output directory: pass out= (--out DIR), or dry_run=True (--dry-run) to only report"),
+    ([], "clip writes a new checkpoint: give it --out DIR (a new directory), or --dry-run to only report"),
     (["-p", "101", "--dry-run"], "percentile 101.0 is outside [0, 100]"),
     (["--sweep", "99", "--out", "{tmp}/x"], "--sweep measures and writes no checkpoint"),
     (["--scheme", "int4", "--dry-run"], "--scheme and --include-lm-head go with --sweep"),
