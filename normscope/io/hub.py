@@ -98,6 +98,21 @@ class _Null:
         pass
 
 
+def _unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
+    """Why the hub endpoint cannot be reached (its name does not resolve, or no TCP connection opens within
+    `timeout` seconds), or None when it can."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{host}:{port}: {e.strerror or e}"
+
+
 def resolve_hub(hub: HubId, token: str | bool | None = None, cache_dir: Path | None = None,
                 progress: ProgressFn | None = None) -> Path:
     """Download (or find in the cache) the files normscope needs and return the snapshot directory.
@@ -119,6 +134,17 @@ def resolve_hub(hub: HubId, token: str | bool | None = None, cache_dir: Path | N
     from huggingface_hub import constants, errors
 
     offline = constants.HF_HUB_OFFLINE  # read from the environment when huggingface_hub was imported
+    unreachable = None if offline else _unreachable(constants.ENDPOINT)
+    if unreachable:  # no network: the cache or one clear line, at once (huggingface_hub would retry for ~25 s)
+        try:
+            folder = Path(hf.snapshot_download(hub.repo_id, revision=hub.revision, cache_dir=cache_dir,
+                                               local_files_only=True))
+        except (errors.LocalEntryNotFoundError, OSError):
+            where = cache_dir or constants.HF_HUB_CACHE
+            raise SourceNotFoundError(
+                f"cannot reach the hub for {hub.repo_id} ({unreachable}) and it is not in the Hugging Face cache "
+                f"({where}); set HF_HUB_OFFLINE=1 to read the cache alone, or pass a local path") from None
+        return _pick(folder, hub)
     try:
         if offline:
             files = None
@@ -149,6 +175,17 @@ def resolve_hub(hub: HubId, token: str | bool | None = None, cache_dir: Path | N
                                   f"Hugging Face cache and {state}; download it once online") from None
     except (OSError, errors.HfHubHTTPError) as e:
         raise SourceNotFoundError(f"{hub.repo_id}: the hub could not be read ({type(e).__name__}: {e})") from None
+    except Exception as e:  # the HTTP client's own errors (connection, timeout) are not OSError
+        if "Connect" in type(e).__name__ or "Timeout" in type(e).__name__ or "Network" in type(e).__name__:
+            raise SourceNotFoundError(f"cannot reach the hub for {hub.repo_id} ({type(e).__name__}: {e}); set "
+                                      "HF_HUB_OFFLINE=1 to read the Hugging Face cache alone, or pass a local "
+                                      "path") from None
+        raise
+    return _pick(folder, hub)
+
+
+def _pick(folder: Path, hub: HubId) -> Path:
+    """The snapshot directory, or the one file the hub id names in it."""
     if hub.filename:
         target = folder / hub.filename
         if not target.is_file():

@@ -145,6 +145,7 @@ def _http_error(cls: type, status: int) -> Exception:
 @pytest.fixture
 def online(monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_mod, "_unreachable", lambda endpoint, timeout=3.0: None)  # the hub answers (patched)
 
 
 @pytest.mark.parametrize("error, message", [
@@ -210,3 +211,22 @@ def test_hub_bin_only_repo_is_read_with_torch(online, monkeypatch, tmp_path):
     assert r.source.kind == "hub" and r.source.format == "torch"
     assert r.tensor("model.layers.0.mlp.down_proj.weight").weight.max == 1.0
     assert np.isclose(r.tensor("model.layers.0.mlp.down_proj.weight").weight.std, 0.0)
+
+
+def test_an_unreachable_hub_is_one_line_and_fast_and_the_cache_still_serves(hf_cache, tmp_path):
+    """No network and no HF_HUB_OFFLINE: huggingface_hub retried for ~25 s and normscope printed "internal error:
+    ConnectError"; now the cache serves what it holds and the rest is one line, at once."""
+    env = {**os.environ, "HF_HUB_CACHE": str(hf_cache), "HF_HOME": str(tmp_path / "hf-home"),
+           "HF_ENDPOINT": "http://127.0.0.1:9"}  # the discard port: connection refused at once
+    env.pop("HF_HUB_OFFLINE", None)
+    run = subprocess.run([sys.executable, "-m", "normscope", "analyze", "other/model", "-q"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and len(run.stderr.splitlines()) == 1
+    assert run.stderr.startswith("normscope: error: cannot reach the hub for other/model (127.0.0.1:9: Connection "
+                                 "refused) and it is not in the Hugging Face cache (")
+    assert run.stderr.endswith("); set HF_HUB_OFFLINE=1 to read the cache alone, or pass a local path\n")
+    served = subprocess.run([sys.executable, "-m", "normscope", "analyze", REPO, "-q", "--json", "-"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr
+    assert json.loads(served.stdout)["summary"]["n_tensors"] == 236
+
