@@ -251,3 +251,12 @@ def test_nan_and_inf_are_error_findings_in_compare(tmp_path, capsys):
         warnings.simplefilter("error")  # no RuntimeWarning on the way
         code, out, _ = run_cli(["compare", model, model], capsys)
     assert code == 0 and "NON-FINITE VALUES in 2 tensors: a model is damaged" in out
+
+
+def test_unrelated_models_say_nothing_aligned_instead_of_looking_identical(tmp_path):
+    """Two models with no tensor in common once read "aligned 0 … SQNR inf, rel L2 0": identical."""
+    a = write_model(tmp_path / "a", gemma_tensors(), GEMMA_CONFIG)
+    b = write_model(tmp_path / "b", {"x.weight": np.ones((4, 4), np.float32)}, None)
+    p = compare([a, b], labels=["a", "b"]).pair("b")
+    assert p.matched == 0 and math.isnan(p.sqnr_db) and math.isnan(p.rel_l2)
+    assert any(line.startswith("nothing aligned: no tensor of b pairs with one of a") for line in p.summary)

@@ -29,9 +29,10 @@ def pair_result(base_label: str, label: str, measured: list[tuple[TensorDiff, Er
     changes = _norm_changes(base_analysis, analysis)
     identical = sum(t.identical for t in diffs)
     summary = _summary(base_label, label, diffs, unmatched, identical, moved, share, half, changes)
+    aligned = bool(diffs)  # nothing aligned measures nothing: no "inf dB", which would read as identical
     return PairResult(base=base_label, variant=label, matched=len(diffs), identical=identical, tensors=tuple(diffs),
-                      unmatched=tuple(unmatched), rel_l2=rel_l2(total_x2, total_d2),
-                      sqnr_db=sqnr_db(total_x2, total_d2),
+                      unmatched=tuple(unmatched), rel_l2=rel_l2(total_x2, total_d2) if aligned else math.nan,
+                      sqnr_db=sqnr_db(total_x2, total_d2) if aligned else math.nan,
                       moved_most=tuple(t.name for t in moved[:MOVED_MOST]), top5_error_share=share,
                       tensors_for_half=half, norm_changes=changes, summary=summary)
 
@@ -62,6 +63,10 @@ def _summary(base: str, label: str, diffs: list[TensorDiff], unmatched: list[Unm
     lines = [f"{label} vs {base}: {len(diffs)} tensors aligned, {identical} identical, "
              f"{sum(u.side == 'base' for u in unmatched)} only in {base}, "
              f"{sum(u.side == 'variant' for u in unmatched)} only in {label}"]
+    if not diffs:
+        lines.append(f"nothing aligned: no tensor of {label} pairs with one of {base} by name and shape, so there is "
+                     "no element-by-element difference to measure (the models are unrelated, or named apart); "
+                     "the depth profiles still compare them by role")
     shapes = [u for u in unmatched if u.side == "base" and u.reason.startswith("shape")]
     if shapes:
         lines.append(f"{len(shapes)} tensors differ in shape (e.g. {shapes[0].name}: {shapes[0].reason}); "
