@@ -1,7 +1,8 @@
 """The `normscope` command: thin typer commands over the analysis API, one module per command.
 
 Exit codes: 0 success (every rule holds), 1 a rule failed, 2 bad input or usage. Errors are one
-line on stderr; `normscope --debug …` shows the traceback.
+line on stderr, with control characters made visible (a message quotes names and paths from the input);
+`normscope --debug …` shows the traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 import typer
 
 from ..errors import NormscopeError, message
+from ..report.fmt import visible
 from .analyze import analyze
 from .check import check
 from .clip import clip
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as e:  # usage errors, exit code 2: one line, with where to look
         ctx = getattr(e, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        sys.stderr.write(f"normscope: error: {e.format_message()}{hint}\n")
+        sys.stderr.write(f"normscope: error: {visible(e.format_message())}{visible(hint)}\n")
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("normscope: interrupted\n")
@@ -73,12 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     except (NormscopeError, OSError, ValueError) as e:  # bad input; a bare KeyError is a bug, reported as one
         if debug:
             raise
-        sys.stderr.write(f"normscope: error: {message(e)}\n")
+        sys.stderr.write(f"normscope: error: {visible(message(e))}\n")
         sys.exit(2)
     except Exception as e:  # a bug, not bad input: still one line unless --debug
         if debug:
             raise
-        sys.stderr.write(f"normscope: internal error: {type(e).__name__}: {e} (run `normscope --debug …` "
-                         "for the traceback and report it)\n")
+        sys.stderr.write(f"normscope: internal error: {type(e).__name__}: {visible(str(e))} "
+                         "(run `normscope --debug …` for the traceback and report it)\n")
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

@@ -9,6 +9,7 @@ import typer
 
 from ..analysis import compare as run_compare
 from ..errors import ConfigError
+from ..report.fmt import visible
 from .options import Arch, NormConventionOpt, Outputs, Selection, Workers, listify, option_groups
 from .output import emit, progress_bar
 
@@ -52,6 +53,6 @@ def compare(
                              progress=progress, **select.api(), **workers.api())
     emit(result, out)
     for f in result.failed:
-        sys.stderr.write(f"normscope: error: {f.label}: {f.error}\n")
+        sys.stderr.write(f"normscope: error: {visible(f'{f.label}: {f.error}')}\n")
     if result.failed:
         raise typer.Exit(2)

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from ..io import write_text_atomic
 from ..report import markdown_report, report_html, terminal_report, to_json
+from ..report.fmt import visible
 from .options import Outputs
 
 __all__ = ["emit", "progress_bar", "stdout_console", "write_outputs"]
@@ -40,11 +41,13 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[s
         yield lambda *_: None
         return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.fields[item]}", style="dim"), console=console, transient=True) as bar:
+                  # the item is a tensor or file name: shown (controls made visible), never read as markup
+                  TextColumn("{task.fields[item]}", style="dim", markup=False), console=console,
+                  transient=True) as bar:
         task = bar.add_task(description, total=None, item="")
 
         def update(item: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None, item=item[-60:])
+            bar.update(task, completed=done, total=total or None, item=visible(item)[-60:])
 
         yield update
 

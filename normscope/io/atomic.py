@@ -1,8 +1,14 @@
-"""Atomic output: write beside the target, fsync, rename into place; a failure leaves nothing."""
+"""Atomic output: write beside the target, fsync, rename into place; a failure leaves nothing.
+
+A target that exists and is not a regular file (a character device such as /dev/null, a FIFO) is written
+directly, as the shell's `> /dev/null` does: renaming a new file over it would replace the device itself. A
+symbolic link is written through: its target is replaced atomically, and the link stays.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -14,16 +20,40 @@ __all__ = ["write_text_atomic", "write_bytes_atomic"]
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
     """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
 
+    A regular file (or a link to one) is replaced by renaming a complete temporary file over it; an existing
+    device or FIFO is opened and written in place (a FIFO's write waits for its reader, as `> fifo` does).
+
+    Args:
+        path: the file to write; a symbolic link is followed and its target replaced.
+        data: the whole content.
+
+    Returns:
+        `path`, as given.
+
     Raises:
-        OutputError: the directory does not exist or is not writable, or `path` is a directory.
+        OutputError: the directory does not exist or is not writable, `path` is a directory, or a device or
+            FIFO cannot be opened for writing.
+
+    Example:
+        >>> write_bytes_atomic(os.devnull, b"{}")  # /dev/null stays a device  # doctest: +SKIP
     """
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file name")
-    if not path.parent.is_dir():
-        raise OutputError(f"{path}: directory {path.parent} does not exist")
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write here ({e.strerror})") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        _write_in_place(path, target, data)
+        return path
+    if not target.parent.is_dir():
+        raise OutputError(f"{path}: directory {target.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as e:
         raise OutputError(f"{path}: cannot write here ({e.strerror})") from None
     try:
@@ -32,12 +62,26 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _write_in_place(path: Path, target: Path, data: bytes) -> None:
+    """Write into an existing device or FIFO: opened for writing, never created, truncated or renamed."""
+    try:
+        fd = os.open(target, os.O_WRONLY)
+    except OSError as e:  # a socket (ENXIO), a read-only device
+        raise OutputError(f"{path}: not a regular file and cannot be opened for writing ({e.strerror}); give a "
+                          "file name") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)  # a buffered write: all of `data`, however the pipe splits it
+    except OSError as e:  # the reader went away (EPIPE), the device is full
+        raise OutputError(f"{path}: writing failed ({e.strerror})") from None
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,26 @@ def _load(torch: Any, file: Path, **kw: Any) -> Any:
     try:
         return torch.load(file, weights_only=True, **kw)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{file}: not loadable with torch.load(weights_only=True): {str(e).splitlines()[0]} "
-                              "(normscope never unpickles arbitrary objects; re-save the state dict alone, or as "
-                              "safetensors)") from None
+        raise CheckpointError(_refusal(file, e)) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}); the file is truncated or not torch.save "
                               "output") from None
+
+
+def _refusal(file: Path, error: BaseException) -> str:
+    """Why a file that torch.load(weights_only=True) refuses is not read, and what to do instead.
+
+    torch's own message advises loading with weights_only=False, which runs whatever code the pickle names: it is
+    not repeated. Only the object it names (`Unsupported global: GLOBAL module.Name`) is kept, so that the user
+    sees what the file holds besides tensors.
+    """
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    holds = f"it pickles {found[1]}, which weights_only does not allow" if found else "it pickles more than tensors"
+    return (f"{file}: not a plain state dict that loads with torch.load(weights_only=True) ({holds}); normscope "
+            "never unpickles other objects, since unpickling can run code. Convert it with a tool you trust: where "
+            "you trust the file, load it yourself and save its tensors with safetensors.torch.save_file, then give "
+            "normscope the .safetensors file")
 
 
 def _state_dict(obj: Any, file: Path, torch: Any) -> dict[str, Any]:

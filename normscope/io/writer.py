@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -196,10 +197,22 @@ def _write_rows(out: _Out, e: TensorEntry, chunks: Iterable[np.ndarray], h: hash
 
 
 def copy_file(source: Path, target: Path, chunk_bytes: int = CHUNK_BYTES) -> WrittenFile:
-    """Copy a file's contents (following symlinks) to a new file, fsynced; returns its size and sha256."""
-    size = Path(source).stat().st_size
+    """Copy a regular file's contents (following symlinks) to a new file, fsynced; returns its size and sha256.
+
+    Raises:
+        OutputError: `source` is not a regular file (a FIFO, socket or device, whose read could block or never end).
+    """
+    # O_NONBLOCK: opening a FIFO waits for a writer; with it the open returns and fstat refuses the FIFO
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputError(f"{source}: not a regular file; only regular files are copied")
+    except BaseException:
+        os.close(fd)
+        raise
+    size = st.st_size
     buf = bytearray(max(1, min(chunk_bytes, size)))
-    fd = os.open(source, os.O_RDONLY)
     out = _Out(Path(target))
     try:
         _copy_range(fd, out, 0, size, buf)

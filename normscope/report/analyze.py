@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..results import AnalyzeResult
-from .fmt import count, num, pct, size
+from .fmt import count, num, pct, size, visible
 from .markdown import md_table
 from .tables import Table
 from .terminal import render_tables
@@ -76,13 +76,13 @@ def analyze_terminal(r: AnalyzeResult, top: int = 10, width: int = 120, color: b
 def analyze_markdown(r: AnalyzeResult, top: int = 10) -> str:
     """The analyze report as Markdown: summary, top tables, every explanation."""
     parts = ["## normscope analyze", ""]
-    parts += [f"- {line}" for line in analyze_header(r)]
-    parts += [f"- **warning**: {w}" for w in r.warnings]
+    parts += [f"- {visible(line)}" for line in analyze_header(r)]
+    parts += [f"- **warning**: {visible(w)}" for w in r.warnings]
     parts.append("")
     parts += [md for t in analyze_tables(r, top) if (md := md_table(t))]
     if r.explanations:
         parts.append(f"### Explanations ({len(r.explanations)})\n")
-        parts += [f"- **{e.severity}** `{e.tensor}`: {e.text}" for e in r.explanations]
+        parts += [f"- **{e.severity}** `{visible(e.tensor)}`: {visible(e.text)}" for e in r.explanations]
     return "\n".join(parts).rstrip() + "\n"
 
 

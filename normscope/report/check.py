@@ -6,7 +6,7 @@ from collections import defaultdict
 from xml.etree import ElementTree as ET
 
 from ..results import CheckResult
-from .fmt import count, num
+from .fmt import count, num, visible
 from .markdown import md_table
 from .tables import Table
 from .terminal import render_tables
@@ -54,8 +54,8 @@ def check_terminal(r: CheckResult, top: int = 20, width: int = 120, color: bool 
 
 def check_markdown(r: CheckResult, top: int = 20) -> str:
     icon = "✅" if r.passed else "❌"
-    parts = [f"## {icon} normscope check", ""] + [f"- {line}" for line in check_header(r)]
-    parts += [f"- **warning**: {w}" for w in r.warnings] + [""]
+    parts = [f"## {icon} normscope check", ""] + [f"- {visible(line)}" for line in check_header(r)]
+    parts += [f"- **warning**: {visible(w)}" for w in r.warnings] + [""]
     parts += [md for t in check_tables(r, top) if (md := md_table(t))]
     return "\n".join(parts).rstrip() + "\n"
 
@@ -71,14 +71,16 @@ def check_junit(r: CheckResult) -> str:
                           failures=str(sum(1 for c in cases if by_case.get(c))), errors="0", skipped="0",
                           time="0")
     props = ET.SubElement(suite, "properties")
-    ET.SubElement(props, "property", name="source", value=r.source.spec or r.source.path)
+    # XML 1.0 cannot hold most control characters (ElementTree writes them anyway, and CI parsers then reject the
+    # whole file): names are shown as `visible` spells them
+    ET.SubElement(props, "property", name="source", value=visible(r.source.spec or r.source.path))
     for rule, role in cases:
         case = ET.SubElement(suite, "testcase", classname=f"normscope.{rule}", name=f"{rule}[{role}]", time="0")
         bad = by_case.get((rule, role))
         if bad:
-            failure = ET.SubElement(case, "failure", type=rule,
-                                    message=f"{len(bad)} tensor(s) fail {rule}: {bad[0].tensor} {bad[0].message}")
-            failure.text = "\n".join(f"{f.tensor}: {f.message}" for f in bad)
+            first = f"{len(bad)} tensor(s) fail {rule}: {bad[0].tensor} {bad[0].message}"
+            failure = ET.SubElement(case, "failure", type=rule, message=visible(first))
+            failure.text = "\n".join(visible(f"{f.tensor}: {f.message}") for f in bad)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
@@ -92,7 +94,8 @@ def check_annotations(r: CheckResult, limit: int = 50) -> str:
     """GitHub Actions workflow commands: one ::error line per failure (first `limit`)."""
     lines = []
     for f in r.failures[:limit]:
-        lines.append(f"::error title=normscope {f.rule}::{_escape(f'{f.tensor}: {f.rule} {f.message}')}")
+        # stdout is a terminal (or a CI log that renders ANSI): the name is shown, never obeyed
+        lines.append(f"::error title=normscope {f.rule}::{_escape(visible(f'{f.tensor}: {f.rule} {f.message}'))}")
     if len(r.failures) > limit:
         lines.append(f"::error title=normscope::{len(r.failures) - limit} more failures in the report")
     return "\n".join(lines) + ("\n" if lines else "")

@@ -1,10 +1,31 @@
-"""Number formatting shared by the text renderers (terminal and Markdown)."""
+"""Formatting shared by the renderers: numbers (terminal and Markdown), and `visible`, which every text
+sink (terminal, Markdown, HTML, the CLI's error line) applies to what it shows."""
 
 from __future__ import annotations
 
 import math
+import re
 
-__all__ = ["num", "count", "size", "pct"]
+__all__ = ["num", "count", "size", "pct", "visible"]
+
+# C0 controls, DEL and C1 controls: a tensor name, a file name or a path is data the checkpoint's author chose, and
+# these characters would reach the terminal as commands (ESC starts the sequences that clear the screen, set the
+# window title or write hyperlinks; C1's CSI, U+009B, does the same in one character; CR rewrites a printed line)
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def visible(text: str, keep: str = "") -> str:
+    r"""`text` with every control character spelled out as Python writes it in a string (`\x1b`, `\n`),
+    except those in `keep` (a whole document keeps its own line breaks: `keep="\n"`).
+
+    Idempotent: the result holds no control character besides those kept. JSON output does not use it; JSON
+    escapes controls itself and keeps names exact.
+
+    Example:
+        >>> print(visible("\x1b[2Jmodel.norm.weight\r"))
+        \x1b[2Jmodel.norm.weight\r
+    """
+    return _CONTROLS.sub(lambda m: m[0] if m[0] in keep else repr(m[0])[1:-1], text)
 
 
 def num(x: float | None, digits: int = 4) -> str:

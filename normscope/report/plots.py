@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .fmt import num
+from .fmt import num, visible
 
 __all__ = ["heatmap", "bars", "depth_lines", "curves", "scope_ids", "COLORS"]
 
@@ -30,7 +30,8 @@ __all__ = ["heatmap", "bars", "depth_lines", "curves", "scope_ids", "COLORS"]
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
 MISSING = "#e4e4e4"  # heatmap cells without a tensor (or non-positive on a log scale)
-_RC = {"svg.hashsalt": "normscope", "svg.fonttype": "none", "font.family": "sans-serif",
+# text.parse_math off: labels are tensor names, and a `$` pair in one would be parsed as TeX (or fail to parse)
+_RC = {"svg.hashsalt": "normscope", "svg.fonttype": "none", "text.parse_math": False, "font.family": "sans-serif",
        "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"], "font.size": 9.0,
        "axes.titlesize": 10.0, "axes.labelsize": 9.0, "xtick.labelsize": 8.0, "ytick.labelsize": 8.0,
        "legend.fontsize": 8.0, "axes.spines.top": False, "axes.spines.right": False}
@@ -71,6 +72,20 @@ def scope_ids(svg: str, prefix: str) -> str:
     return re.sub(r'(\bid="|url\(#|\bhref="#)', lambda m: m.group(1) + prefix, svg)
 
 
+def _shown(*texts: Any) -> list[Any]:
+    """Each label, list of labels or mapping's keys with control characters made visible: a name reaches the SVG
+    text (and matplotlib's warnings about glyphs it lacks, on stderr) as it is shown everywhere else."""
+    out: list[Any] = []
+    for t in texts:
+        if isinstance(t, str):
+            out.append(visible(t))
+        elif isinstance(t, Mapping):
+            out.append({visible(k): v for k, v in t.items()})
+        else:
+            out.append([visible(x) for x in t])
+    return out
+
+
 def _luminance(rgba: Sequence[float]) -> float:
     r, g, b = rgba[:3]
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
@@ -93,6 +108,7 @@ def heatmap(values: Sequence[Sequence[Value]], rows: Sequence[str], cols: Sequen
     import numpy as np
     from matplotlib.colors import LogNorm, Normalize
 
+    rows, cols, title, xlabel, ylabel, colorbar = _shown(rows, cols, title, xlabel, ylabel, colorbar)
     grid = np.array([[math.nan if v is None else float(v) for v in row] for row in values], dtype=float)
     grid = grid.reshape(len(rows), len(cols))
     shown = np.isfinite(grid) & ((grid > 0) if log else True)
@@ -141,6 +157,7 @@ def bars(labels: Sequence[str], series: Mapping[str, Sequence[Value]], *, xlabel
     """
     import numpy as np
 
+    labels, series, xlabel, title = _shown(labels, series, xlabel, title)
     k = max(len(series), 1)
     step = 0.8 / k
     height = min(max(0.8 + len(labels) * (0.22 + 0.12 * k), 1.8), 14.0)
@@ -180,6 +197,7 @@ def depth_lines(series: Mapping[str, Sequence[Value]], *, ylabel: str = "", titl
     Args:
         series: name -> one value per layer, layer 0 first (None: no value at that layer).
     """
+    series, ylabel, title = _shown(series, ylabel, title)
     xs = [[i / (len(v) - 1) if len(v) > 1 else 0.0 for i in range(len(v))] for v in series.values()]
     with _figure(8.0, 3.4) as (fig, out):
         ax = fig.add_subplot()
@@ -199,10 +217,11 @@ def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel:
         xscale: a matplotlib scale name for x ("linear", "log", …).
         marks: label -> x position drawn as a dashed vertical line (e.g. the chosen percentile).
     """
+    series, marks, xlabel, ylabel, title = _shown(series, marks or {}, xlabel, ylabel, title)
     with _figure(8.0, 3.4) as (fig, out):
         ax = fig.add_subplot()
         _lines(ax, [list(x)] * len(series), series)
-        for n, (label, at) in enumerate((marks or {}).items()):
+        for n, (label, at) in enumerate(marks.items()):
             ax.axvline(at, color="#555555", linestyle="--", linewidth=0.9)
             ax.annotate(label, (at, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -10 - 10 * n),
                         textcoords="offset points", fontsize=7, color="#333333")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..results import PlanSummary, RecipeResult
-from .fmt import count, num, size
+from .fmt import count, num, size, visible
 from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
@@ -61,7 +61,7 @@ def _notes(r: RecipeResult) -> list[tuple[str, str]]:
 def recipe_terminal(r: RecipeResult, top: int = 10, width: int = 120, color: bool = False) -> str:
     """The recipe summary as shown by `normscope recipe`, the llama-quantize arguments last."""
     text = render_tables(recipe_header(r), recipe_tables(r, top), _notes(r), width, color)
-    return text + "\nllama-quantize arguments:\n" + recipe_args(r)
+    return text + "\nllama-quantize arguments:\n" + "".join(visible(a) + "\n" for a in r.llama_quantize)
 
 
 def recipe_markdown(r: RecipeResult, top: int = 10) -> str:

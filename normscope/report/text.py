@@ -1,5 +1,9 @@
 """Which terminal and Markdown renderers a result has: one pair per result type, registered by the module
-that owns it (as the HTML sections are), so a caller renders any result through one call."""
+that owns it (as the HTML sections are), so a caller renders any result through one call.
+
+The terminal renderers show text through `terminal.render_tables`, which makes control characters visible;
+a Markdown document is passed through `fmt.visible` here as a whole (its own line breaks kept), so no renderer
+can forget it."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UnknownNameError
+from .fmt import visible
 
 __all__ = ["register_text", "terminal_report", "markdown_report"]
 
@@ -47,4 +52,4 @@ def terminal_report(result: Any, top: int = 10, width: int = 120, color: bool = 
 
 def markdown_report(result: Any, top: int = 10) -> str:
     """The GitHub-flavoured Markdown report of any registered result (`top` rows per ranked table)."""
-    return _renderers(result).markdown(result, top)
+    return visible(_renderers(result).markdown(result, top), keep="\n")

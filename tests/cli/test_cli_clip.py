@@ -3,9 +3,12 @@ one-line refusals with exit 2, and a process killed mid-write that leaves no out
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -179,3 +182,129 @@ def test_html_pages_for_clip_and_sweep(tmp_path, capsys):
     sweep = assert_well_formed((tmp_path / "s.html").read_text())
     curve = next(t for t in sweep.tables.values() if t["headers"] == ["percentile", "clip", "quant", "total"])
     assert [row[0] for row in curve["rows"]] == ["99", "99.9", "100"]
+
+
+# -- what clip copies beside the weights: the input's own regular files, nothing else -----------------------------
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_links_out_of_the_input_are_not_copied(tmp_path, capsys):
+    src = write_model(tmp_path / "shared" / "model", gemma_tensors(), GEMMA_CONFIG, "BF16")
+    (tmp_path / "shared" / "private").mkdir()
+    (tmp_path / "shared" / "private" / "secret.txt").write_text("SECRET")
+    (src / "tokenizer.json").write_text('{"tokens": []}')
+    (src / "extra").mkdir()
+    (src / "extra" / "readme.txt").write_text("inside")
+    # what is wrong: `up` links to the directory above the input, which holds private/secret.txt; notes.txt links
+    # to that file directly. tokenizer_config.json links to a file of the input itself (fine: copied as its content)
+    (src / "up").symlink_to("..")
+    (src / "notes.txt").symlink_to(Path("..") / "private" / "secret.txt")
+    (src / "tokenizer_config.json").symlink_to("tokenizer.json")
+    out = tmp_path / "clipped"
+    code, stdout, err = run_cli(["clip", src, "--out", out, "--json", tmp_path / "r.json"], capsys)
+    assert code == 0, err
+    files = _outputs(out)
+    assert sorted(files) == ["config.json", "extra/readme.txt", "model.safetensors", MANIFEST, "tokenizer.json",
+                             "tokenizer_config.json"]
+    assert not (out / "tokenizer_config.json").is_symlink() and files["tokenizer_config.json"] == b'{"tokens": []}'
+    assert not any(b"SECRET" in data for data in files.values())
+    secret = (tmp_path / "shared" / "private" / "secret.txt").resolve()
+    assert json.loads((tmp_path / "r.json").read_text())["warnings"] == [
+        f"up: not copied: a symbolic link to a directory ({(tmp_path / 'shared').resolve()}); clip copies only the "
+        "input's own files and enters no linked directory: copy what the model needs yourself",
+        f"notes.txt: not copied: a symbolic link to {secret}, outside the input directory; clip copies only files "
+        "inside its input: copy it yourself if the model needs it"]
+    assert "[warning] notes.txt: not copied: a symbolic link to" in stdout
+
+
+class Hung(BaseException):
+    """Raised by the deadline: not an Exception, so that the CLI's error handling cannot swallow it."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    def fire(signum, frame):
+        raise Hung(f"still running after {seconds} s: a read blocked")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)  # nobody writes to it: opening it to read waits forever
+
+
+def _socket(path: Path) -> None:
+    sock = socket.socket(socket.AF_UNIX)  # a socket file cannot be opened at all (ENXIO)
+    sock.bind(str(path))
+    sock.close()  # the file stays
+
+
+def _broken_link(path: Path) -> None:
+    path.symlink_to("nowhere.json")
+
+
+@pytest.mark.parametrize("make, what", [
+    (_fifo, "a named pipe (FIFO), not a regular file; clip copies only regular files (reading this one could block)"),
+    (_socket, "a socket, not a regular file; clip copies only regular files (reading this one could block)"),
+    (_broken_link, "a broken symbolic link"),
+], ids=["fifo", "socket", "broken-link"])
+def test_side_files_that_are_not_regular_files_are_skipped_never_read(tmp_path, capsys, make, what):
+    src = write_model(tmp_path / "m", gemma_tensors(), GEMMA_CONFIG, "BF16")
+    make(src / "tokenizer.json")  # what is wrong: the tokenizer is not a regular file
+    out = tmp_path / "clipped"
+    with deadline(120):
+        code, stdout, err = run_cli(["clip", src, "--out", out, "--json", tmp_path / "r.json"], capsys)
+    assert code == 0, err
+    assert sorted(_outputs(out)) == ["config.json", "model.safetensors", MANIFEST]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clipped", "m", "r.json"]  # no partial directory
+    assert json.loads((tmp_path / "r.json").read_text())["warnings"] == [f"tokenizer.json: not copied: {what}"]
+
+
+def _hf_cache(cache: Path, repo: str, sha: str, directory: Path) -> Path:
+    """A Hugging Face cache as huggingface_hub writes it: each file a blob named by its hash, linked from the
+    snapshot (`snapshots/<sha>/config.json -> ../../blobs/<sha256>`); returns the snapshot directory."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    snapshot = root / "snapshots" / sha
+    (root / "blobs").mkdir(parents=True)
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        blob = root / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.write_bytes(f.read_bytes())
+        link = snapshot / f.relative_to(directory)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(sha)
+    return snapshot
+
+
+def test_a_hub_snapshot_is_clipped_with_its_files(tmp_path, capsys):
+    src = write_model(tmp_path / "m", gemma_tensors(), GEMMA_CONFIG, "BF16", shards=2)
+    (src / "tokenizer.json").write_text('{"tokens": []}')
+    (src / "onnx").mkdir()
+    (src / "onnx" / "README.md").write_text("side file in a folder")
+    cache = tmp_path / "hub"
+    snapshot = _hf_cache(cache, "org/tiny-gemma", "c" * 40, src)
+    expected = {name: data for name, data in _outputs(src).items() if not name.endswith(".safetensors")}
+    # the snapshot directory given as a path, in this process
+    code, _, err = run_cli(["clip", snapshot, "--out", tmp_path / "from-path", "--json", tmp_path / "p.json", "-q"],
+                           capsys)
+    assert code == 0, err
+    # the hub id, resolved offline from the cache (huggingface_hub reads its variables when imported: a subprocess)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "hf-home"))
+    run = subprocess.run([sys.executable, "-m", "normscope", "clip", "org/tiny-gemma", "--out", tmp_path / "from-id",
+                          "--json", tmp_path / "i.json", "-q"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    for out, report in (("from-path", "p.json"), ("from-id", "i.json")):
+        files = _outputs(tmp_path / out)
+        assert {k: v for k, v in files.items() if not k.endswith(".safetensors") and k != MANIFEST} == expected
+        assert json.loads((tmp_path / report).read_text())["warnings"] == []

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import GEMMA_CONFIG, gemma_tensors, write_model
+from helpers import GEMMA_CONFIG, gemma_tensors, run_cli, write_model
 from normscope import analyze
 from normscope.errors import CheckpointError, MissingExtraError
 from normscope.io import open_path
@@ -71,10 +71,23 @@ def test_seed_004_names_with_a_convention_override(tmp_path):
     assert r.tensor("trf_blocks.0.norm1.scale").norm.gain_max == 4.0
 
 
-def test_arbitrary_pickles_are_refused(tmp_path):
-    torch.save({"w": torch.ones(2), "obj": _Opaque()}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match=r"evil.pt: not loadable with torch.load\(weights_only=True\)"):
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_arbitrary_pickles_are_refused_without_advising_weights_only_false(tmp_path, capsys, legacy):
+    # what is wrong: beside its tensor the file pickles an object of a class of its own, which unpickling would
+    # have to import and construct (torch's refusal then advises weights_only=False, which runs such code)
+    torch.save({"w": torch.ones(2), "obj": _Opaque()}, tmp_path / "evil.pt",
+               _use_new_zipfile_serialization=not legacy)
+    expected = (f"{tmp_path / 'evil.pt'}: not a plain state dict that loads with torch.load(weights_only=True) "
+                f"(it pickles {_Opaque.__module__}._Opaque, which weights_only does not allow); normscope never "
+                "unpickles other objects, since unpickling can run code. Convert it with a tool you trust: where you "
+                "trust the file, load it yourself and save its tensors with safetensors.torch.save_file, then give "
+                "normscope the .safetensors file")
+    with pytest.raises(CheckpointError) as e:
         open_path(tmp_path / "evil.pt")
+    assert str(e.value) == expected
+    code, out, err = run_cli(["analyze", tmp_path / "evil.pt"], capsys)
+    assert (code, out, err) == (2, "", f"normscope: error: {expected}\n")
+    assert "weights_only=False" not in err and "False" not in err
 
 
 def test_truncated_file_is_a_checkpoint_error(tmp_path):

@@ -20,7 +20,7 @@ from helpers import header_bytes, safetensors_bytes, write_safetensors
 from normscope.errors import CheckpointError, OutputError
 from normscope.io import read_header
 from normscope.io.staging import StagedDirectory
-from normscope.io.writer import encode, hash_file, rewrite_safetensors, step_toward, verify_file
+from normscope.io.writer import copy_file, encode, hash_file, rewrite_safetensors, step_toward, verify_file
 
 
 def _float32_cases(n: int = 1 << 20) -> np.ndarray:
@@ -253,3 +253,11 @@ def test_replace_without_an_atomic_exchange_falls_back_to_two_renames(tmp_path, 
         stage.commit()
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_copy_file_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
+    # what is wrong: the source is a named pipe nobody writes to; a plain open() for reading would wait forever
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(OutputError, match=f"^{tmp_path / 'pipe'}: not a regular file; only regular files are copied$"):
+        copy_file(tmp_path / "pipe", tmp_path / "copy")
+    assert sorted(os.listdir(tmp_path)) == ["pipe"]

@@ -205,6 +205,23 @@ def test_sections_api_escapes_text_and_keeps_ids_unique():
         html_page("demo", [Section("x", (Figure("<script>alert(1)</script>", "not a plot"),))])
 
 
+def test_names_with_controls_or_tex_are_text_in_the_page_and_its_plots(recwarn):
+    # what is wrong: one name carries an escape sequence (clear screen), another a `$…$` pair that matplotlib would
+    # parse as TeX (and fail to: `\\frac` without its arguments)
+    names = ["\x1b[2Jblk.0.ffn_down", "blk.1.attn_q$\\frac$"]
+    svgs = [plots.bars(names, {"Q4_K": [0.031, 0.02]}, title=names[0]),
+            plots.heatmap([[1.0, 2.0]], rows=names[:1], cols=["0", "1"], colorbar=names[0]),
+            plots.depth_lines({names[0]: [1.0, 2.0]}), plots.curves([1.0, 2.0], {names[0]: [1.0, 2.0]},
+                                                                  marks={names[1]: 1.5})]
+    table = Table(names[0], (names[0], "v"), ((names[0], "1"),))
+    page = html_page(names[0], [Section(names[0], (Figure(svgs[0], names[0], table),
+                                                   Notes("n", (Note("warning", names[0], names[0]),))))])
+    for text in [page, *svgs]:
+        assert "\x1b" not in text and ">\\x1b[2Jblk.0.ffn_down</text>" in "".join(svgs)
+    assert ">blk.1.attn_q$\\frac$</text>" in svgs[0]  # the name as written, not TeX
+    assert not [w for w in recwarn if "\x1b" in str(w.message)]  # matplotlib's "Glyph 27 missing" quoted ESC raw
+
+
 def test_unknown_result_type_lists_the_known_ones():
     with pytest.raises(UnknownNameError, match="AnalyzeResult"):
         sections_for(object())

@@ -2,8 +2,9 @@
 checkpoint staged beside its target, and its verification before it is published.
 
 The output is a new directory: every safetensors file of the source with the same tensors, dtypes,
-shapes, offsets, index and `__metadata__` (unchanged tensors bit for bit), every other file copied,
-and a `normscope-clip.json` manifest (the ClipResult document). It is built under a hidden name
+shapes, offsets, index and `__metadata__` (unchanged tensors bit for bit), every other regular file of
+the input copied (a link out of the input, a linked directory, a FIFO, socket or device is left out with a
+warning), and a `normscope-clip.json` manifest (the ClipResult document). It is built under a hidden name
 beside the target, re-read and checked (every byte hashed; every clipped tensor compared with the
 source value by value), and only then renamed into place.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,20 +199,30 @@ def clipped_report(plan: ClipTarget, sha: str | None) -> ClippedTensor:
 
 
 def _other_files(model: Model) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(relative path, source) of every non-weight file of a directory source, and what was left out."""
+    """(relative path, real source) of every non-weight file of a directory source, and what was left out.
+
+    Only regular files that resolve inside the input are copied: a symbolic link out of it (`up -> ..`,
+    `notes.txt -> ~/.ssh/id_rsa`) would put a file the model does not hold into an output that may be published,
+    and a FIFO, socket or device can block a read forever or never end. Linked directories are not entered."""
     root = Path(model.source.path)
     if not root.is_dir():
         return [], [f"{root.name}: a single file was clipped; no config or tokenizer files were copied with it"]
     weights = {Path(f).name for f in model.checkpoint.files}
-    out, warnings, seen = [], [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
+    inside = _input_roots(root)
+    out, warnings = [], []
+    for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False: a linked directory is listed, not entered
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and ".normscope-" not in d)
+        kept = []
+        for name in sorted(dirnames):
+            if name in SKIP_DIRS or ".normscope-" in name:
+                continue
+            if (here / name).is_symlink():
+                warnings.append(f"{(here / name).relative_to(root)}: not copied: a symbolic link to a directory "
+                                f"({os.path.realpath(here / name)}); clip copies only the input's own files and "
+                                "enters no linked directory: copy what the model needs yourself")
+                continue
+            kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             rel = (here / name).relative_to(root)
             if here == root and (name in weights or name == MANIFEST):
@@ -219,5 +231,42 @@ def _other_files(model: Model) -> tuple[list[tuple[Path, Path]], list[str]]:
                 warnings.append(f"{rel}: not copied: it holds weights clip did not read, and a loader could pick "
                                 "up its unclipped values")
                 continue
-            out.append((rel, here / name))
+            real, why = _side_file(here / name, inside)
+            if real is None:
+                warnings.append(f"{rel}: not copied: {why}")
+                continue
+            out.append((rel, real))
     return out, warnings
+
+
+def _input_roots(root: Path) -> list[Path]:
+    """The real directories a side file may resolve into: the input, and for a hub cache snapshot
+    (`models--org--name/snapshots/<revision>`, each file a link to `../../blobs/<sha256>`) its repository's blobs."""
+    real = Path(os.path.realpath(root))
+    roots = [real]
+    blobs = real.parent.parent / "blobs"
+    if real.parent.name == "snapshots" and blobs.is_dir() and not blobs.is_symlink():
+        roots.append(blobs)
+    return roots
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
+
+
+def _side_file(path: Path, inside: list[Path]) -> tuple[Path | None, str]:
+    """(the real path to copy, "") for a regular file inside the input, else (None, why it is not copied).
+    Decided on stat() and realpath() alone: nothing is opened, so a FIFO cannot block."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        broken = path.is_symlink()
+        return None, ("a broken symbolic link" if broken else f"cannot be read ({e.strerror})")
+    real = Path(os.path.realpath(path))
+    if not any(real == r or r in real.parents for r in inside):
+        return None, (f"a symbolic link to {real}, outside the input directory; clip copies only files inside its "
+                      "input: copy it yourself if the model needs it")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((what for test, what in _KINDS if test(st.st_mode)), "not a regular file")
+        return None, f"{kind}, not a regular file; clip copies only regular files (reading this one could block)"
+    return real, ""

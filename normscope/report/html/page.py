@@ -6,6 +6,10 @@ A report is a list of `Section`s; a section is a heading and an ordered tuple of
 `Text` (a paragraph). Each block kind has one template, `templates/block_<kind>.html.j2`. The page
 inlines its CSS and JS (no network), escapes every string, and gives every section, table and SVG id
 a unique prefix so that sections from different results can share one page.
+
+Jinja escapes HTML but not control characters: every value a template prints passes through
+`fmt.visible` first (the environment's `finalize`), and the finished page once more (line breaks kept), so
+that the text of an SVG label cannot carry one either.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, ClassVar
 
 from markupsafe import Markup
 
+from ..fmt import visible
 from ..plots import scope_ids
 from ..tables import Table
 
@@ -138,12 +143,18 @@ def _place(block: Block, section_id: str, ids: _Ids) -> _Placed:
     return placed
 
 
+def _shown(value: Any) -> Any:
+    # plain strings are data (names, paths); Markup is the page's own (SVG, CSS, JS, rendered macros)
+    return value if isinstance(value, Markup) or not isinstance(value, str) else visible(value)
+
+
 @cache
 def _env() -> Any:
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
     env = Environment(loader=PackageLoader(__package__, "templates"), autoescape=select_autoescape(["j2"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                      finalize=_shown)
     env.globals["FILTER_ROWS"] = FILTER_ROWS
     return env
 
@@ -175,6 +186,7 @@ def html_page(title: str, sections: Sequence[Section], subtitle: str = "", foote
     for s in sections:
         sid = ids(s.id or _slug(s.heading))
         placed.append((s, sid, [_place(b, sid, ids) for b in s.blocks]))
-    return _env().get_template("page.html.j2").render(
+    page = _env().get_template("page.html.j2").render(
         title=title, subtitle=subtitle, footer=footer, sections=placed,
         css=Markup(_static("report.css")), js=Markup(_static("report.js")))
+    return visible(page, keep="\n")
