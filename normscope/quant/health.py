@@ -64,5 +64,5 @@ def block_health(x: np.ndarray, fmt: str, imatrix: np.ndarray | None = None) -> 
     counts = np.zeros(7, dtype=np.int64)
     if rows.size:
         measure(cls.name, rows, None, n, weights, None, None, np.zeros(N_BINS, np.uint8), np.empty(rows.size, np.float32),
-                np.zeros(N_BINS, np.int64), np.zeros(9), counts, cls.group_length(n))
+                np.zeros(N_BINS, np.int64), np.zeros(10), counts, cls.group_length(n))
     return BlockHealth(*counts.tolist())
