@@ -199,12 +199,12 @@ class SimFormat(QuantFormat):
 
 
 def get_format(name: str) -> type[QuantFormat]:
-    """The registered format `name` (as upstream spells it: Q4_K, BF16, int4, fp8_block …).
+    """The registered format `name`, in any case (upstream spells them Q4_K, BF16, int4, fp8_block …).
 
     Raises:
         UnknownNameError: listing the registered formats.
     """
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise UnknownNameError("quantization format", name, FORMATS) from None
+    fmt = FORMATS.get(name) or {k.lower(): f for k, f in FORMATS.items()}.get(str(name).lower())
+    if fmt is None:
+        raise UnknownNameError("quantization format", name, FORMATS)
+    return fmt

@@ -18,7 +18,7 @@ from .base import FORMATS, GGMLFormat, get_format
 from .plan import FILE_TYPES, ModelFacts, PlannedTensor, plan_types
 
 __all__ = ["TensorSpec", "SCHEMES", "scheme_names", "plan_scheme", "is_gguf_scheme", "parse_schemes",
-           "parse_tensor_types"]
+           "parse_tensor_types", "canonical_scheme"]
 
 LINEAR_ROLES = {Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_QKV, Role.ATTN_O, Role.MLP_GATE, Role.MLP_UP,
                 Role.MLP_GATE_UP, Role.MLP_DOWN}
@@ -46,6 +46,24 @@ def scheme_names() -> list[str]:
     return list(SCHEMES)
 
 
+def canonical_scheme(name: str) -> str:
+    """`name` as upstream spells it, whatever its case (`q4_k_m` is Q4_K_M, `INT4` is int4).
+
+    Raises:
+        UnknownNameError: listing the valid scheme names.
+
+    Example:
+        >>> canonical_scheme("q4_k_m")
+        'Q4_K_M'
+    """
+    if name in SCHEMES:
+        return name
+    found = {k.lower(): k for k in SCHEMES}.get(str(name).lower())
+    if found is None:
+        raise UnknownNameError("scheme", name, SCHEMES)
+    return found
+
+
 def is_gguf_scheme(scheme: str) -> bool:
     return scheme in FILE_TYPES
 
@@ -65,8 +83,7 @@ def plan_scheme(scheme: str, tensors: Sequence[TensorSpec], facts: ModelFacts | 
     Raises:
         UnknownNameError: an unknown scheme, listing the valid ones.
     """
-    if scheme not in SCHEMES:
-        raise UnknownNameError("scheme", scheme, SCHEMES)
+    scheme = canonical_scheme(scheme)
     if is_gguf_scheme(scheme):
         mapped = [t for t in tensors if t.gguf_name]
         facts = facts or ModelFacts("unknown", n_layer=1 + max((0, *(_block(t.gguf_name) for t in mapped))))
@@ -98,7 +115,8 @@ def _block(gguf_name: str | None) -> int:
 
 
 def parse_schemes(schemes: str | Sequence[str]) -> list[str]:
-    """Scheme names from "Q4_K_M,int4" or a list; each checked against the registry.
+    """Scheme names from "Q4_K_M,int4" or a list, in any case; each checked against the registry and returned as
+    upstream spells it.
 
     Raises:
         UnknownNameError: listing the valid scheme names.
@@ -108,10 +126,7 @@ def parse_schemes(schemes: str | Sequence[str]) -> list[str]:
     names = [s.strip() for item in items for s in str(item).split(",") if s.strip()]
     if not names:
         raise ConfigError(f"no quantization scheme given; valid: {', '.join(SCHEMES)}")
-    for name in names:
-        if name not in SCHEMES:
-            raise UnknownNameError("scheme", name, SCHEMES)
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(canonical_scheme(name) for name in names))
 
 
 def parse_tensor_types(pairs: Sequence[str]) -> list[tuple[str, str]]:

@@ -42,6 +42,17 @@ def test_tensor_type_override(tiny, capsys):
     assert {t["type"] for t in down} == {"Q8_0"} and all("--tensor-type override" in t["reason"] for t in down)
 
 
+def test_scheme_names_in_any_case_print_upstreams_spelling(tiny, capsys):
+    """`q4_k_m` once was "unknown scheme": any case is accepted, and the report spells it as llama.cpp does."""
+    code, out, err = run_cli(["simulate", str(tiny), "-s", "q4_k_m,INT4", "--tensor-type", "ffn_down=q8_0",
+                              "--json", "-"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [s["scheme"] for s in doc["schemes"]] == ["Q4_K_M", "int4"]
+    down = [t for t in doc["schemes"][0]["tensors"] if t["name"].endswith("down_proj.weight")]
+    assert {t["type"] for t in down} == {"Q8_0"}
+
+
 @pytest.mark.parametrize("args, message", [
     (["-s", "Q4_K_X"], "unknown scheme 'Q4_K_X'; valid: BF16, F16, Q2_K"),
     (["--tensor-type", "ffn_down"], "expected REGEX=TYPE"),

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, UnknownNameError
+from ...errors import ConfigError
 from ...io import DEFAULT_CHUNK_ELEMENTS
-from ...quant import SCHEMES
+from ...quant import canonical_scheme
 from ...results import CheckResult, Failure, NormConvention, ProgressFn, RuleOutcome
 from ..analyze import analyze_model
 from ..engine.model import Model, open_model
@@ -209,10 +209,7 @@ def _settings(baseline: str | Path | dict | None, config_file: str | Path | None
     base_path = baseline if baseline is not None and not isinstance(baseline, dict) else config.baseline
     if base_path is not None:
         base_doc = load_baseline(base_path)
-    schemes = simulate_schemes(config)
-    for scheme in schemes:
-        if scheme not in SCHEMES:
-            raise UnknownNameError("scheme", scheme, SCHEMES)
+    schemes = [canonical_scheme(scheme) for scheme in simulate_schemes(config)]
     return config, base_doc, base_path, schemes
 
 
