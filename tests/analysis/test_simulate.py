@@ -77,6 +77,21 @@ def test_requantizing_the_published_q5_0_tensors_is_exact(gemma_gguf):
         assert t.type == "Q5_0" and t.error.sqnr_db == math.inf and t.error.max_abs == 0.0 and t.error.p999 == 0.0
 
 
+def test_tensors_a_simulated_scheme_leaves_alone_keep_the_gguf_sources_storage(gemma_gguf):
+    """int4 on the published GGUF: its F32 norms stay F32 and its Q8_0 embedding Q8_0, and the sizes are those
+    bytes (they were once reported as BF16, 16 bits a weight)."""
+    _, entries = read_gguf_header(gemma_gguf)
+    stored = {e.name: e for e in entries}
+    r = simulate(gemma_gguf, schemes="int4", include=["*norm*", "*embed*"]).scheme("int4")
+    alone = [t for t in r.tensors if t.type is None]
+    assert {t.stored_as for t in alone} == {"F32", "Q8_0"}
+    for t in alone:
+        e = stored[t.gguf_name]
+        assert t.stored_as == e.dtype == t.source_dtype and t.nbytes == e.nbytes
+    embed = r.tensor("model.embed_tokens.weight")
+    assert embed.nbytes == 262144 * 640 // 32 * 34 and embed.bits_per_weight == 8.5
+
+
 def test_int4_and_int8_equal_optimum_quanto(tmp_path):
     torch = pytest.importorskip("torch")
     quanto = pytest.importorskip("optimum.quanto")

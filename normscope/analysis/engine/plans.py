@@ -53,9 +53,9 @@ def unquantized_storage(model: Model, info: TensorInfo, scheme: str) -> tuple[st
             return "absent", 0  # not written to the GGUF (e.g. a vision tower goes to the mmproj file)
         # ref: convert_hf_to_gguf.py writes 1-D tensors as F32; llama-quantize copies unquantized ones
         return ("F32", 4 * n) if sum(d > 1 for d in info.shape) <= 1 else ("F16", 2 * n)
-    if model.source.format == "safetensors":
-        return info.dtype, info.nbytes
-    return "BF16", 2 * n  # a GGUF source: the HF model it loads into holds 16-bit weights
+    # a tensor the scheme leaves alone keeps the source's storage: a GGUF's F32 norm stays F32 and its Q8_0
+    # embedding Q8_0 (they were once counted as BF16, the dtype of an HF model loaded from the GGUF)
+    return info.dtype, info.nbytes
 
 
 @dataclass(frozen=True)
