@@ -15,6 +15,7 @@ from .analysis.engine import Executor, Model
 from .analysis.forward import Evaluation, Sensitivity
 from .errors import (CheckpointError, ConfigError, MissingExtraError, NormscopeError, OutputError, SourceNotFoundError,
                      UnknownNameError)
+from .io.imatrix import Imatrix, ImatrixEntry, read_imatrix
 from .quant import dequantize_blocks, fake_quantize, quantize_blocks
 from .results import (AnalyzeResult, CheckResult, ClipGranularity, ClipResult, ClipScope, ClipSweepResult,
                       CompareResult, Component, ForwardResult, NormConvention, RecipeResult, Role, SimulateResult)
@@ -28,6 +29,8 @@ __all__ = [
     "open_model", "Model", "Executor", "Evaluation", "Sensitivity",
     # quantization formats, bit-exact with their toolchains
     "dequantize_blocks", "fake_quantize", "quantize_blocks",
+    # llama.cpp importance matrices
+    "Imatrix", "ImatrixEntry", "read_imatrix",
     # results and the user's choices
     "AnalyzeResult", "CheckResult", "ClipGranularity", "ClipResult", "ClipScope", "ClipSweepResult", "CompareResult",
     "Component", "ForwardResult", "NormConvention", "RecipeResult", "Role", "SimulateResult",
