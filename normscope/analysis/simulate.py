@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from ..io import DEFAULT_CHUNK_ELEMENTS
+from ..io.imatrix import Imatrix, read_imatrix
 from ..quant import SCHEMES, PlannedTensor, get_format, is_gguf_scheme, parse_schemes
 from ..quant.health import BlockHealth
 from ..results import NormConvention, ProgressFn, SchemeResult, SimTensor, SimulateResult, TensorInfo
+from .engine.importance import plan_importance
 from .engine.measure import Measured, TensorFormats, health_stats, measure_planned
 from .engine.model import Model, open_model
 from .engine.parallel import map_tensors
@@ -40,7 +42,8 @@ def simulate(source: str | Path | None = None, *, arch: str | None = None,
              progress: ProgressFn | None = None, jobs: int | None = 1, executor: Executor | str = "thread",
              ray_address: str | None = None, schemes: str | Sequence[str] = ("Q4_K_M",), include: Sequence[str] = (),
              exclude: Sequence[str] = (), include_lm_head: bool = False,
-             tensor_types: Sequence[tuple[str, str]] = ()) -> SimulateResult:
+             tensor_types: Sequence[tuple[str, str]] = (), imatrix: str | Path | Imatrix | None = None
+             ) -> SimulateResult:
     """Simulate quantization schemes on every tensor of a checkpoint.
 
     Args:
@@ -50,6 +53,9 @@ def simulate(source: str | Path | None = None, *, arch: str | None = None,
         include, exclude: globs on tensor names; excluded tensors are left out of every total.
         include_lm_head: quantize an untied lm_head under simulated schemes (GPTQ/AWQ leave it by default).
         tensor_types: (regex, ggml type) pairs for GGUF schemes, as llama-quantize's `--tensor-type`.
+        imatrix: an importance matrix (llama-imatrix's .gguf or .dat, or a `read_imatrix` result), as
+            llama-quantize's `--imatrix`: every type of a GGUF scheme whose quantizer takes importance weights
+            gets its tensor's (byte for byte what ggml_quantize_chunk writes with them).
         chunk_elements: largest block of values read at once (bounds memory).
         progress: called as progress(tensor name, bytes done, bytes total).
         arch, norm_convention, token, cache_dir: as for `analyze`.
@@ -60,7 +66,8 @@ def simulate(source: str | Path | None = None, *, arch: str | None = None,
         SimulateResult: one SchemeResult per scheme, each with every tensor's type, size and error.
 
     Raises:
-        UnknownNameError (scheme, ggml type), ConfigError, SourceNotFoundError, CheckpointError.
+        UnknownNameError (scheme, ggml type), ConfigError (also: an importance matrix llama-quantize refuses, or
+            a scheme it refuses without one, as Q2_K_S), SourceNotFoundError, CheckpointError.
 
     Example:
         >>> r = simulate("example:gemma3-270m", schemes="Q4_K_M")  # doctest: +SKIP
@@ -68,17 +75,19 @@ def simulate(source: str | Path | None = None, *, arch: str | None = None,
         {'F32': 109, 'Q5_0': 81, 'Q4_K': 27, 'Q8_0': 10, 'Q6_K': 9}
     """
     names = parse_schemes(schemes)
+    imx = read_imatrix(imatrix) if imatrix is not None and not isinstance(imatrix, Imatrix) else imatrix
     with open_model(source, arch=arch, norm_convention=norm_convention, token=token, cache_dir=cache_dir) as model:
         return simulate_model(model, names, include=include, exclude=exclude, include_lm_head=include_lm_head,
                               tensor_types=tensor_types, chunk_elements=chunk_elements, progress=progress, jobs=jobs,
-                              executor=executor, ray_address=ray_address)
+                              executor=executor, ray_address=ray_address, imatrix=imx)
 
 
 def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[str] = (),
                    exclude: Sequence[str] = (), include_lm_head: bool = False,
                    tensor_types: Sequence[tuple[str, str]] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
                    progress: ProgressFn | None = None, jobs: int | None = 1, executor: Executor | str = "thread",
-                   ray_address: str | None = None, opener: ModelOpener | None = None) -> SimulateResult:
+                   ray_address: str | None = None, opener: ModelOpener | None = None,
+                   imatrix: Imatrix | None = None) -> SimulateResult:
     """`simulate` on an already open model (`opener`: how workers open it; default: as it was opened)."""
     schemes = parse_schemes(schemes)
     tensors = select_tensors(model.tensors, include, exclude)
@@ -86,9 +95,11 @@ def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[st
     warnings = list(model.warnings)
     plans = {s: plan_model(model, s, include_lm_head=include_lm_head, tensor_types=tensor_types, warnings=warnings)
              for s in schemes}
+    importance = plan_importance(imatrix, tensors, schemes, plans, warnings)
     damaged: dict[str, int] = {}
     gains = norm_gains(model, damaged)
-    tensor_plans = {t.name: tensor_formats([plans[s][t.name].type for s in schemes], gains.get(t.name))
+    tensor_plans = {t.name: tensor_formats([plans[s][t.name].type for s in schemes], gains.get(t.name),
+                                           importance.weights.get(t.name))
                     for t in tensors}
     work = [t for t in tensors if any(tensor_plans[t.name].formats)]
     task = partial(measure_planned, formats={t.name: tensor_plans[t.name] for t in work},
@@ -96,17 +107,19 @@ def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[st
     results = map_tensors(opener or ModelOpener.of(model), model, work, task, jobs=jobs, executor=executor,
                           progress=progress, ray_address=ray_address)
     measured = {info.name: m for info, m in zip(work, results)}
-    results = tuple(_scheme_result(model, s, i, tensors, plans[s], tensor_plans, measured)
+    results = tuple(_scheme_result(model, s, i, tensors, plans[s], tensor_plans, measured, importance.status)
                     for i, s in enumerate(schemes))
     options = {"schemes": list(schemes), "arch": model.detected.spec.name, "include": list(include),
                "exclude": list(exclude), "include_lm_head": include_lm_head,
-               "tensor_types": [f"{p}={t}" for p, t in tensor_types]}
+               "tensor_types": [f"{p}={t}" for p, t in tensor_types],
+               "imatrix": str(imatrix.path) if imatrix is not None else None}
     for name, ms in measured.items():
         bad = max((m.damaged for m in ms if m is not None), default=0)
         if bad:
             damaged[name] = bad
     return SimulateResult(source=model.source, architecture=model.detected.spec.name, schemes=results,
-                          warnings=tuple(warnings), options=options, errors=damage_findings(damaged))
+                          warnings=tuple(warnings), options=options, errors=damage_findings(damaged),
+                          imatrix=importance.use)
 
 
 def damage_findings(damaged: dict[str, int]) -> tuple[str, ...]:
@@ -119,7 +132,7 @@ def damage_findings(damaged: dict[str, int]) -> tuple[str, ...]:
 
 def _scheme_result(model: Model, scheme: str, index: int, tensors: Sequence[TensorInfo],
                    plan: dict[str, PlannedTensor], tensor_plans: dict[str, TensorFormats],
-                   measured: dict[str, list[Measured | None]]) -> SchemeResult:
+                   measured: dict[str, list[Measured | None]], imatrix: dict[tuple[str, str], str]) -> SchemeResult:
     sims, counts, pooled = [], Counter(), BlockHealth()
     totals = np.zeros(4)  # Σd², Σx², Σ weighted d², Σ weighted x²
     n_params = quantized = nbytes = qbytes = 0
@@ -137,7 +150,8 @@ def _scheme_result(model: Model, scheme: str, index: int, tensors: Sequence[Tens
             if m.norm_aware is not None:
                 totals[2:] += (m.sums.wd2, m.sums.wx2)
             sims.append(SimTensor(t.name, t.gguf_name, t.role, t.layer, t.shape, t.dtype, fmt_name, stored,
-                                  planned.reason, bpw, size, m.error, m.norm_aware, m.health))
+                                  planned.reason, bpw, size, m.error, m.norm_aware, m.health,
+                                  imatrix.get((scheme, t.name))))
         else:
             stored, size = unquantized_storage(model, t, scheme)
             bpw = 8.0 * size / t.n_params if t.n_params else 0.0
@@ -158,7 +172,26 @@ def _scheme_result(model: Model, scheme: str, index: int, tensors: Sequence[Tens
         rel_l2=rel_l2(x2, d2) if quantized else 0.0, sqnr_db=sqnr_db(x2, d2) if quantized else math.inf,
         norm_aware_sqnr_db=sqnr_db(wx2, wd2) if aware else None,
         type_counts=dict(counts.most_common()), tensors=tuple(sims), norm_aware_ranking=ranking, health=health,
-        notes=_notes(scheme, sims))
+        notes=_notes(scheme, sims) + _imatrix_notes(scheme, sims))
+
+
+def _imatrix_notes(scheme: str, sims: Sequence[SimTensor]) -> tuple[str, ...]:
+    """Which types of this plan took the importance weights, and which quantize the same without them."""
+    used = Counter(s.type for s in sims if s.imatrix == "used")
+    ignored = Counter(s.type for s in sims if s.imatrix == "ignored")
+    missing = [s for s in sims if s.imatrix == "no entry"]
+    notes = []
+    if used:
+        notes.append(f"{scheme}: importance weights used by {sum(used.values())} tensors ("
+                     + ", ".join(f"{t} {n}" for t, n in used.most_common()) + ")")
+    if ignored:
+        notes.append(f"{scheme}: {', '.join(sorted(ignored))} ignore importance weights (ggml quantizes them the "
+                     f"same with or without): {sum(ignored.values())} tensors")
+    if missing:
+        names = ", ".join(s.gguf_name or s.name for s in missing[:4]) + (" …" if len(missing) > 4 else "")
+        notes.append(f"{scheme}: {len(missing)} quantized tensors have no entry in the importance matrix and are "
+                     f"quantized without weights, as llama-quantize does: {names}")
+    return tuple(notes)
 
 
 def _notes(scheme: str, sims: Sequence[SimTensor]) -> tuple[str, ...]:

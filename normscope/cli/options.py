@@ -17,7 +17,7 @@ from ..analysis.engine import Executor
 from ..results import NormConvention
 
 __all__ = ["ModelArg", "Arch", "NormConventionOpt", "Include", "Exclude", "Top", "JsonPath", "MdPath", "HtmlPath",
-           "Quiet", "Jobs", "ExecutorOpt", "RayAddress", "Schemes", "TensorTypes", "IncludeLmHead", "listify",
+           "Quiet", "Jobs", "ExecutorOpt", "RayAddress", "Schemes", "TensorTypes", "ImatrixOpt", "IncludeLmHead", "listify",
            "Outputs", "Workers", "Selection", "option_groups"]
 
 ModelArg = Annotated[str | None, typer.Argument(
@@ -51,6 +51,9 @@ Schemes = Annotated[list[str] | None, typer.Option(
                            "int4_sym_g128, fp8_block, …), comma-separated or repeated. `normscope schemes` lists them.")]
 TensorTypes = Annotated[list[str] | None, typer.Option(
     "--tensor-type", help="llama-quantize override REGEX=TYPE for the GGUF schemes (repeatable), e.g. attn_v=Q8_0.")]
+ImatrixOpt = Annotated[Path | None, typer.Option(
+    "--imatrix", metavar="FILE", help="Importance matrix (llama-imatrix's .gguf or legacy .dat), as llama-quantize "
+                                      "--imatrix: the GGUF schemes' types that take importance weights use it.")]
 IncludeLmHead = Annotated[bool, typer.Option("--include-lm-head", help="Quantize an untied lm_head under simulated "
                                              "schemes (GPTQ/AWQ leave it by default).")]
 

@@ -6,7 +6,7 @@ import typer
 
 from ..analysis import simulate as run_simulate
 from ..quant import SCHEMES, parse_schemes, parse_tensor_types
-from .options import (Arch, IncludeLmHead, ModelArg, NormConventionOpt, Outputs, Schemes, Selection, TensorTypes,
+from .options import (Arch, ImatrixOpt, IncludeLmHead, ModelArg, NormConventionOpt, Outputs, Schemes, Selection, TensorTypes,
                       Workers, listify, option_groups)
 from .output import emit, progress_bar
 
@@ -16,6 +16,7 @@ def simulate(
     model: ModelArg = None,
     scheme: Schemes = None,
     tensor_type: TensorTypes = None,
+    imatrix: ImatrixOpt = None,
     include_lm_head: IncludeLmHead = False,
     select: Selection = Selection(),
     arch: Arch = None,
@@ -28,7 +29,8 @@ def simulate(
     overrides = parse_tensor_types(tensor_type or [])
     with progress_bar("simulating", not out.quiet) as progress:
         result = run_simulate(model, schemes=schemes, arch=arch, norm_convention=norm_convention,
-                              include_lm_head=include_lm_head, tensor_types=overrides, progress=progress,
+                              include_lm_head=include_lm_head, tensor_types=overrides, imatrix=imatrix,
+                              progress=progress,
                               **select.api(), **workers.api())
     emit(result, out)
 

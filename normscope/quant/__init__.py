@@ -18,7 +18,7 @@ from . import fp8, ggml, integer  # noqa: F401  (registers the formats)
 from .base import FORMATS, GGMLFormat, QuantFormat, SimFormat, get_format
 from .health import BlockHealth, block_health
 from .layouts import LAYOUTS, QK_K, Layout
-from .plan import FILE_TYPES, ModelFacts, PlannedTensor, plan_types, tensor_category
+from .plan import FILE_TYPES, ModelFacts, PlannedTensor, plan_types, requires_imatrix, tensor_category
 from .schemes import (SCHEMES, TensorSpec, canonical_scheme, is_gguf_scheme, parse_schemes, parse_tensor_types,
                       plan_scheme, scheme_names)
 
@@ -26,7 +26,7 @@ __all__ = [
     "BlockHealth", "FILE_TYPES", "FORMATS", "GGMLFormat", "LAYOUTS", "Layout", "ModelFacts", "PlannedTensor", "QK_K",
     "QuantFormat", "SCHEMES", "SimFormat", "TensorSpec", "block_health", "canonical_scheme", "dequantize_blocks",
     "fake_quantize", "get_format", "is_gguf_scheme", "parse_schemes", "parse_tensor_types", "plan_scheme", "plan_types",
-    "quantize_blocks", "scheme_names",
+    "quantize_blocks", "requires_imatrix", "scheme_names",
     "tensor_category",
 ]
 

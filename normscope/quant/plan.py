@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..errors import UnknownNameError
 from .layouts import LAYOUTS
 
-__all__ = ["FILE_TYPES", "PlannedTensor", "ModelFacts", "plan_types", "tensor_category"]
+__all__ = ["FILE_TYPES", "PlannedTensor", "ModelFacts", "plan_types", "tensor_category", "requires_imatrix"]
 
 # ref: llama_ftype_get_default_type
 FILE_TYPES: dict[str, str] = {
@@ -56,6 +56,24 @@ def tensor_category(name: str) -> str:
         if key in name:
             return cat
     return "other"
+
+
+def requires_imatrix(name: str, ggml_type: str | None, file_type: str) -> bool:
+    """True where llama-quantize refuses to quantize the tensor without importance weights ("Missing importance
+    matrix for tensor … in a very low-bit quantization").
+
+    ref: src/llama-quant.cpp, the check before quantizing each tensor (tensor_requires_imatrix): IQ2_XXS, IQ2_XS,
+    IQ2_S and IQ1_S always; IQ1_M but for token_embd and output; Q2_K under the Q2_K_S file type but for token_embd.
+
+    Example:
+        >>> requires_imatrix("blk.0.attn_q.weight", "Q2_K", "Q2_K_S"), requires_imatrix("token_embd.weight", "Q2_K", "Q2_K_S")
+        (True, False)
+    """
+    if ggml_type in ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S"):
+        return True
+    if ggml_type == "IQ1_M":
+        return name not in ("token_embd.weight", "output.weight")
+    return ggml_type == "Q2_K" and file_type == "Q2_K_S" and name != "token_embd.weight"
 
 
 def _use_more_bits(i: int, n: int) -> bool:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 
-from ..results import SchemeResult, SimTensor, SimulateResult
+from ..results import ImatrixUse, SchemeResult, SimTensor, SimulateResult
 from .fmt import count, num, pct, size
 from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
 from .text import register_text
 
-__all__ = ["simulate_header", "simulate_tables", "simulate_terminal", "simulate_markdown"]
+__all__ = ["imatrix_line", "simulate_header", "simulate_tables", "simulate_terminal", "simulate_markdown"]
 
 
 def _db(x: float | None) -> str:
@@ -29,9 +29,20 @@ def simulate_header(r: SimulateResult) -> list[str]:
     lines = [f"source: {r.source.spec or r.source.path} ({r.source.format})",
              f"architecture: {r.architecture}"
              + (f" · {count(first.n_params)} parameters in {len(first.tensors)} tensors" if first else "")]
+    if r.imatrix is not None:
+        lines.append(imatrix_line(r.imatrix))
     if r.errors:
         lines.append(f"NON-FINITE VALUES in {len(r.errors)} tensors: the checkpoint is damaged")
     return lines
+
+
+def imatrix_line(u: ImatrixUse) -> str:
+    """Which importance matrix, collected on what, and how much of the model it covered."""
+    data = ", ".join(u.datasets) or "dataset not recorded"
+    chunks = f"{u.chunk_count:,} chunks" + (f" of {u.chunk_size:,} tokens" if u.chunk_size else "")
+    missing = f"; {len(u.missing)} quantized tensors without an entry" if u.missing else ""
+    return (f"imatrix: {u.path} ({u.format}; {data}; {chunks}): {u.entries:,} entries, used by {u.used:,} "
+            f"tensors{missing}")
 
 
 def _worst(s: SchemeResult, top: int) -> Table:

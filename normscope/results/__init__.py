@@ -21,15 +21,19 @@ from .compare import (COMPARE_SCHEMA_VERSION, Variant, TensorDiff, Unmatched, No
                       FailedVariant, CompareResult)
 from .forward import (FORWARD_SCHEMA_VERSION, KLStats, ForwardVariant, EvalText, MassiveChannel, LayerActivations,
                       SuperWeightCheck, OverflowSite, ActivationProfile, GroupSensitivity, ForwardResult)
+from .imatrix import (IMATRIX_SCHEMA_VERSION, ImatrixFileInfo, ImatrixTensor, ImatrixCoverage, ImatrixResult,
+                      ImatrixPair, ImatrixCompareResult)
 from .recipe import RECIPE_SCHEMA_VERSION, RecipeTensor, PlanSummary, RecipeResult
 from .simulate import (SIMULATE_SCHEMA_VERSION, ErrorStats, NormAwareError, BlockHealthStats, SimTensor, SchemeResult,
-                       SimulateResult)
+                       ImatrixUse, SimulateResult)
 
 __all__ = [
+    "IMATRIX_SCHEMA_VERSION", "ImatrixFileInfo", "ImatrixTensor", "ImatrixCoverage", "ImatrixResult", "ImatrixPair",
+    "ImatrixCompareResult",
     "ProgressFn", "to_plain", "ResultBase", "Role", "NormConvention", "Component", "SourceInfo", "TensorInfo",
     "TopValue", "NormStats", "WeightStats", "TensorReport", "Explanation", "ModelSummary", "ANALYZE_SCHEMA_VERSION",
     "AnalyzeResult", "CHECK_SCHEMA_VERSION", "RuleOutcome", "Failure", "CheckResult", "SIMULATE_SCHEMA_VERSION",
-    "ErrorStats", "NormAwareError", "BlockHealthStats", "SimTensor", "SchemeResult", "SimulateResult",
+    "ErrorStats", "NormAwareError", "BlockHealthStats", "SimTensor", "SchemeResult", "ImatrixUse", "SimulateResult",
     "COMPARE_SCHEMA_VERSION", "Variant", "TensorDiff", "Unmatched", "NormChange", "PairResult", "DepthProfile",
     "FailedVariant", "CompareResult", "CLIP_SCHEMA_VERSION", "ClipScope", "ClipGranularity", "SuperWeightCandidate",
     "ClippedTensor", "ClipFile", "ClipResult", "SweepPoint", "SweepTotal", "SweepTensor", "SweepBest",

@@ -9,9 +9,9 @@ from .base import ResultBase
 from .common import Role, SourceInfo
 
 __all__ = ["SIMULATE_SCHEMA_VERSION", "ErrorStats", "NormAwareError", "BlockHealthStats", "SimTensor", "SchemeResult",
-           "SimulateResult"]
+           "ImatrixUse", "SimulateResult"]
 
-SIMULATE_SCHEMA_VERSION = "1.1"  # 1.1: errors, error.non_finite
+SIMULATE_SCHEMA_VERSION = "1.2"  # 1.1: errors, error.non_finite; 1.2: imatrix, tensors[].imatrix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +69,24 @@ class SimTensor(ResultBase):
     error: ErrorStats | None = None
     norm_aware: NormAwareError | None = None
     health: BlockHealthStats | None = None
+    # with an importance matrix, for a quantized tensor: "used" (its type's quantizer took the tensor's weights),
+    # "ignored" (its type quantizes the same without them: Q8_0, F16, …) or "no entry" (the file has none for it)
+    imatrix: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImatrixUse(ResultBase):
+    """The importance matrix a simulation used."""
+
+    path: str
+    format: str  # "gguf" or "dat" (llama-imatrix's legacy file)
+    datasets: tuple[str, ...]  # the calibration text(s) it was collected on, as the file names them
+    chunk_count: int  # chunks of calibration text it saw (0: the file does not say)
+    chunk_size: int | None  # tokens per chunk (GGUF files only)
+    entries: int  # tensors the file has weights for
+    used: int  # quantized tensors whose type's quantizer took their weights
+    missing: tuple[str, ...]  # GGUF names of quantized tensors without an entry (quantized without weights)
+    unused: tuple[str, ...]  # entries no tensor of the model took (another model, or tensors left out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +123,7 @@ class SimulateResult(ResultBase):
     warnings: tuple[str, ...]
     options: dict[str, Any]
     errors: tuple[str, ...] = ()  # damage found (NaN or Inf weights): these tensors' numbers mean nothing
+    imatrix: ImatrixUse | None = None  # the importance matrix used (None: the plain, unweighted quantizers)
     schema: str = "normscope.simulate"
     schema_version: str = SIMULATE_SCHEMA_VERSION
 

@@ -36,7 +36,9 @@ class TensorFormats:
     row_gains: np.ndarray | None = None
     norm: str = ""
     axis: str = ""
-    imatrix: np.ndarray | None = None  # per-column importance weights, for the ggml types that use them
+    # per-column importance weights for the ggml types that use them: (n_per_row,), or (n_expert, n_per_row) for a
+    # MoE tensor (n_expert, rows, n_per_row), whose experts each take their own (llama-quantize's imatrix_03)
+    imatrix: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,16 @@ def measure_planned(model: Model, info: TensorInfo, *, formats: dict[str, Tensor
     return measure_tensor(model, info, formats[info.name], chunk_elements, threads=threads)
 
 
-def _chunk_elements(info: TensorInfo, formats: Sequence[str], chunk_elements: int) -> int:
-    """A chunk size holding a whole multiple of every format's row multiple (fp8_block: 128 rows)."""
+def _chunk_elements(info: TensorInfo, formats: Sequence[str], chunk_elements: int, per_expert: int = 0) -> int:
+    """A chunk size holding a whole multiple of every format's row multiple (fp8_block: 128 rows); with
+    `per_expert` rows per expert, chunks that never straddle two experts (a divisor of it)."""
     row_len = info.shape[-1] if info.shape else 1
     multiple = math.lcm(*(get_format(f).row_multiple for f in formats))
     rows = max(1, chunk_elements // row_len)
     rows = max(multiple, rows // multiple * multiple)
+    if per_expert:
+        fits = [d for d in range(min(rows, per_expert), 0, -1) if per_expert % d == 0 and d % multiple == 0]
+        rows = fits[0] if fits else per_expert
     return rows * row_len
 
 
@@ -90,7 +96,14 @@ def measure_tensor(model: Model, info: TensorInfo, plan: TensorFormats,
     active = [(i, get_format(f)) for i, f in enumerate(plan.formats) if f is not None]
     if not active:
         return [None] * len(plan.formats)
-    chunk = _chunk_elements(info, [f.name for _, f in active], chunk_elements)
+    imatrix = plan.imatrix
+    per_expert = 0
+    if imatrix is not None and imatrix.ndim == 2:
+        if imatrix.shape[0] == 1:
+            imatrix = imatrix[0]
+        else:
+            per_expert = int(np.prod(info.shape[1:-1]))  # rows of one expert
+    chunk = _chunk_elements(info, [f.name for _, f in active], chunk_elements, per_expert)
     row_len = info.shape[-1] if info.shape else 1
 
     def chunks():  # (first row, rows as stored, rows to quantize)
@@ -104,7 +117,7 @@ def measure_tensor(model: Model, info: TensorInfo, plan: TensorFormats,
         for _, _, rows in chunks():
             absmax = max(absmax, float(np.nanmax(np.abs(rows))) if rows.size else 0.0)
     accs = {i: ErrorAccumulator(info.n_params, plan.col_gains, plan.row_gains) for i, _ in active}
-    work = _ChunkWork(active, accs, row_len, absmax, plan.imatrix, want_y=observe is not None)
+    work = _ChunkWork(active, accs, row_len, absmax, imatrix, per_expert, want_y=observe is not None)
     for row0, stored, rows, measured in _in_order(chunks(), work, 1 if observe else threads, first_alone=True):
         for i, m in measured.items():  # in chunk order: the float64 sums are added in that order
             accs[i].add(m)
@@ -114,7 +127,7 @@ def measure_tensor(model: Model, info: TensorInfo, plan: TensorFormats,
     if again:
         for i, _ in again:
             accs[i].start_second_pass()
-        redo = _ChunkWork(again, accs, row_len, absmax, plan.imatrix, health=False)
+        redo = _ChunkWork(again, accs, row_len, absmax, imatrix, per_expert, health=False)
         for _, _, _, measured in _in_order(chunks(), redo, threads):
             for i, m in measured.items():
                 accs[i].add_second(m)
@@ -139,20 +152,22 @@ class _ChunkWork:
     """Measure one chunk under every active format (callable from any thread), and sum the block health."""
 
     def __init__(self, active: list[tuple[int, type[QuantFormat]]], accs: dict[int, ErrorAccumulator], row_len: int,
-                 absmax: float | None, imatrix: np.ndarray | None, *, want_y: bool = False, health: bool = True):
+                 absmax: float | None, imatrix: np.ndarray | None, per_expert: int = 0, *, want_y: bool = False,
+                 health: bool = True):
         self.active, self.accs, self.row_len, self.absmax = active, accs, row_len, absmax
-        self.imatrix, self.want_y, self.with_health = imatrix, want_y, health
+        self.imatrix, self.per_expert, self.want_y, self.with_health = imatrix, per_expert, want_y, health
         self.health = {i: BlockHealth() for i, _ in active}
         self.lock = threading.Lock()
 
     def __call__(self, row0: int, rows: np.ndarray) -> dict[int, ChunkStats]:
         out = {}
+        imatrix = self.imatrix[row0 // self.per_expert] if self.per_expert else self.imatrix
         for i, fmt in self.active:
             acc = self.accs[i]
             group = fmt.group_length(self.row_len) if self.with_health else None
             args = dict(keep=acc.keep(), group=group, **acc.gains(row0, rows.shape[0]))
             if issubclass(fmt, GGMLFormat):  # quantized, read back and measured in one kernel pass
-                weights = fmt.importance(self.imatrix, self.row_len)
+                weights = fmt.importance(imatrix, self.row_len)
                 m = measure_chunk(rows, fmt=fmt.name, imatrix=weights, want_y=self.want_y, **args)
             else:
                 m = measure_chunk(rows, y=fmt.fake_quantize(rows, self.absmax).reshape(rows.shape), **args)

@@ -100,8 +100,10 @@ def norm_gains(model: Model, damaged: dict[str, int] | None = None) -> dict[str,
     return out
 
 
-def tensor_formats(formats: Sequence[str | None], gains: NormGains | None) -> TensorFormats:
-    """A TensorFormats of these formats, weighed by these gains (None: no norm around the tensor)."""
+def tensor_formats(formats: Sequence[str | None], gains: NormGains | None,
+                   imatrix: np.ndarray | None = None) -> TensorFormats:
+    """A TensorFormats of these formats, weighed by these gains (None: no norm around the tensor), quantized with
+    these importance weights (None: without)."""
     if gains is None:
-        return TensorFormats(tuple(formats))
-    return TensorFormats(tuple(formats), gains.col, gains.row, gains.norm, gains.axis)
+        return TensorFormats(tuple(formats), imatrix=imatrix)
+    return TensorFormats(tuple(formats), gains.col, gains.row, gains.norm, gains.axis, imatrix)
