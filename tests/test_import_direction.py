@@ -69,7 +69,7 @@ def test_imports_point_down():
 # `normscope.analysis` package itself (which imports every command).
 ANALYSIS = ROOT / "analysis"
 INNER = {"metrics": 0, "engine": 1}
-COMMANDS = {"analyze", "simulate", "compare", "clip", "check", "recipe", "forward"}
+COMMANDS = {"analyze", "simulate", "compare", "clip", "check", "recipe", "forward", "imatrix"}
 
 
 def _inner(parts: list[str]) -> str | None:

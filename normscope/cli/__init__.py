@@ -18,6 +18,7 @@ from .check import check
 from .clip import clip
 from .compare import compare
 from .forward import forward
+from .imatrix import imatrix
 from .recipe import recipe
 from .simulate import schemes, simulate
 
@@ -51,6 +52,7 @@ app.command(no_args_is_help=False)(clip)
 app.command()(compare)
 app.command()(forward)
 app.command(no_args_is_help=False)(recipe)
+app.command()(imatrix)
 app.command()(schemes)
 
 

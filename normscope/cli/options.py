@@ -17,7 +17,7 @@ from ..analysis.engine import Executor
 from ..results import NormConvention
 
 __all__ = ["ModelArg", "Arch", "NormConventionOpt", "Include", "Exclude", "Top", "JsonPath", "MdPath", "HtmlPath",
-           "Quiet", "Jobs", "ExecutorOpt", "RayAddress", "Schemes", "TensorTypes", "ImatrixOpt", "IncludeLmHead", "listify",
+           "Quiet", "Jobs", "ExecutorOpt", "RayAddress", "Schemes", "TensorTypes", "ImatrixOpt", "ImatrixFiles", "ImatrixModel", "IncludeLmHead", "listify",
            "Outputs", "Workers", "Selection", "option_groups"]
 
 ModelArg = Annotated[str | None, typer.Argument(
@@ -54,6 +54,12 @@ TensorTypes = Annotated[list[str] | None, typer.Option(
 ImatrixOpt = Annotated[Path | None, typer.Option(
     "--imatrix", metavar="FILE", help="Importance matrix (llama-imatrix's .gguf or legacy .dat), as llama-quantize "
                                       "--imatrix: the GGUF schemes' types that take importance weights use it.")]
+ImatrixFiles = Annotated[list[Path], typer.Argument(
+    help="One importance matrix (llama-imatrix's .gguf or legacy .dat) to summarise, or two to compare.",
+    show_default=False)]
+ImatrixModel = Annotated[str | None, typer.Option(
+    "--model", "-m", help="The model it is for (what analyze accepts): which tensors llama-quantize quantizes have "
+                          "an entry, which have none, which entries name no tensor.")]
 IncludeLmHead = Annotated[bool, typer.Option("--include-lm-head", help="Quantize an untied lm_head under simulated "
                                              "schemes (GPTQ/AWQ leave it by default).")]
 

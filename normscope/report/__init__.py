@@ -6,7 +6,7 @@ sections (`html.register_sections`), so `terminal_report`, `markdown_report`, `r
 render any result.
 """
 
-from . import analyze, check, clip, compare, forward, recipe, simulate  # noqa: F401  (register the renderers)
+from . import analyze, check, clip, compare, forward, imatrix, recipe, simulate  # noqa: F401  (register the renderers)
 from .analyze import analyze_header, analyze_markdown, analyze_tables, analyze_terminal
 from .html import analyze_html, report_html
 from .json_report import to_json
