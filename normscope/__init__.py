@@ -15,7 +15,7 @@ from .analysis.engine import Executor, Model
 from .analysis.forward import Evaluation, Sensitivity
 from .errors import (CheckpointError, ConfigError, MissingExtraError, NormscopeError, OutputError, SourceNotFoundError,
                      UnknownNameError)
-from .io.imatrix import Imatrix, ImatrixEntry, read_imatrix
+from .io.imatrix import Imatrix, ImatrixEntry, read_imatrix, write_imatrix
 from .quant import dequantize_blocks, fake_quantize, quantize_blocks
 from .results import (AnalyzeResult, CheckResult, ClipGranularity, ClipResult, ClipScope, ClipSweepResult,
                       CompareResult, Component, ForwardResult, ImatrixCompareResult, ImatrixResult, NormConvention,
@@ -31,7 +31,7 @@ __all__ = [
     # quantization formats, bit-exact with their toolchains
     "dequantize_blocks", "fake_quantize", "quantize_blocks",
     # llama.cpp importance matrices
-    "Imatrix", "ImatrixEntry", "read_imatrix", "summarize_imatrix", "compare_imatrices",
+    "Imatrix", "ImatrixEntry", "read_imatrix", "write_imatrix", "summarize_imatrix", "compare_imatrices",
     # results and the user's choices
     "AnalyzeResult", "CheckResult", "ClipGranularity", "ClipResult", "ClipScope", "ClipSweepResult", "CompareResult",
     "Component", "ForwardResult", "ImatrixCompareResult", "ImatrixResult", "NormConvention", "RecipeResult", "Role",

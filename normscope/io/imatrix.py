@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError, SourceNotFoundError
+from .atomic import write_bytes_atomic
 from .gguf_file import GGUF_MAGIC, read_gguf_header
 
-__all__ = ["Imatrix", "ImatrixEntry", "read_imatrix", "IMATRIX_KEYS"]
+__all__ = ["Imatrix", "ImatrixEntry", "read_imatrix", "write_imatrix", "IMATRIX_KEYS"]
 
 # ref: llama-imatrix's GGUF keys (LLM_KV_IMATRIX_*)
 IMATRIX_KEYS = ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size")
@@ -230,3 +231,76 @@ def _read_dat(path: Path) -> Imatrix:
                 if 0 < length <= size - pos:
                     datasets = (take(length, "the dataset name").split(b"\0", 1)[0].decode("utf-8", "replace"),)
     return Imatrix(path, "dat", where, datasets, chunk_count, None)
+
+
+_ALIGN = 32  # ref: GGUF_DEFAULT_ALIGNMENT
+
+
+def _gguf_string(s: str) -> bytes:
+    raw = s.encode("utf-8")
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def write_imatrix(path: str | Path, entries: Mapping[str, tuple[np.ndarray, np.ndarray]], *,
+                  datasets: tuple[str, ...] | list[str] = (), chunk_count: int = 0, chunk_size: int = 512,
+                  legacy: bool = False) -> Path:
+    """Write an importance matrix as llama-imatrix does, atomically.
+
+    Args:
+        entries: {GGUF tensor name: (sums, counts)}: sums of x^2 per input column, float32 (n_expert, n_per_row)
+            (or (n_per_row,)), and the tokens each expert saw (n_expert,).
+        datasets, chunk_count, chunk_size: the calibration text(s), the chunks seen, tokens per chunk.
+        legacy: the .dat file (save_imatrix_legacy: entries no token reached are left out, values stored as
+            (sum / count) x ncall with ncall = ceil(max count / chunk_size), the last dataset in the trailer);
+            else the GGUF file (save_imatrix: raw sums and counts, every entry).
+
+    Example:
+        >>> write_imatrix("imatrix.gguf", {"blk.0.attn_q.weight": (sums, counts)}, datasets=["wiki.txt"])  # doctest: +SKIP
+    """
+    rows = {}
+    for name in sorted(entries):  # ref: the collector sorts the names
+        sums, counts = entries[name]
+        counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+        sums = np.asarray(sums, dtype=np.float32).reshape(counts.size, -1)
+        rows[name] = (sums, counts)
+    data = _dat_bytes(rows, datasets, chunk_count, chunk_size) if legacy else \
+        _gguf_bytes(rows, datasets, chunk_count, chunk_size)
+    return write_bytes_atomic(path, data)
+
+
+def _gguf_bytes(rows: dict[str, tuple[np.ndarray, np.ndarray]], datasets, chunk_count: int, chunk_size: int) -> bytes:
+    kv = [_gguf_string("general.type") + struct.pack("<I", 8) + _gguf_string("imatrix"),
+          _gguf_string("imatrix.datasets") + struct.pack("<IIQ", 9, 8, len(datasets))
+          + b"".join(_gguf_string(d) for d in datasets),
+          _gguf_string("imatrix.chunk_count") + struct.pack("<II", 4, chunk_count),
+          _gguf_string("imatrix.chunk_size") + struct.pack("<II", 4, chunk_size)]
+    infos, blobs, offset = [], [], 0
+    for name, (sums, counts) in rows.items():
+        for suffix, arr in ((_SUMS, sums), (_COUNTS, counts.astype(np.float32).reshape(-1, 1))):
+            ne = tuple(reversed(arr.shape))  # ggml order: ne[0] is the row
+            infos.append(_gguf_string(name + suffix) + struct.pack("<I", 2) + struct.pack("<2Q", *ne)
+                         + struct.pack("<IQ", 0, offset))  # type 0: F32
+            raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+            pad = -len(raw) % _ALIGN
+            blobs.append(raw + b"\0" * pad)
+            offset += len(raw) + pad
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(infos), len(kv)) + b"".join(kv) + b"".join(infos)
+    return head + b"\0" * (-len(head) % _ALIGN) + b"".join(blobs)
+
+
+def _dat_bytes(rows: dict[str, tuple[np.ndarray, np.ndarray]], datasets, chunk_count: int, chunk_size: int) -> bytes:
+    stored = {n: r for n, r in rows.items() if np.any(r[1] != 0)}  # an entry without any token is skipped
+    out = [struct.pack("<i", len(stored))]
+    for name, (sums, counts) in stored.items():
+        ncall = int((counts.max() + chunk_size - 1) // chunk_size)  # ceiling division: no accidental zeros
+        count = np.repeat(counts.astype(np.float32), sums.shape[1])
+        flat = sums.reshape(-1)
+        idle = count == 0  # store 1 for partial data
+        value = np.where(idle, np.float32(1), flat).astype(np.float32)
+        count = np.where(idle, np.float32(1), count).astype(np.float32)
+        raw = name.encode("utf-8")
+        out += [struct.pack("<i", len(raw)), raw, struct.pack("<ii", ncall, flat.size),
+                (value / count * np.float32(ncall)).astype("<f4").tobytes()]
+    last = datasets[-1].encode("utf-8") if datasets else b""
+    out += [struct.pack("<i", chunk_count), struct.pack("<i", len(last)), last]
+    return b"".join(out)

@@ -140,3 +140,30 @@ def test_a_model_gguf_or_unpaired_tensors_are_not_an_imatrix(tmp_path):
         normscope.read_imatrix(tmp_path / "odd.gguf")
     with pytest.raises(SourceNotFoundError):
         normscope.read_imatrix(tmp_path / "missing.gguf")
+
+
+@pytest.mark.parametrize("chunk_size", [512, 100])
+def test_write_imatrix_writes_what_the_collector_writes(tmp_path, chunk_size):
+    """normscope.write_imatrix against files laid out from imatrix.cpp (gguf-py's writer; struct for .dat): the
+    .dat bytes are identical, the GGUF reads back the same sums, counts, metadata and weights."""
+    stats = collector_stats(SHAPES, seed=5, idle={"blk.1.ffn_up_exps.weight": [3]})
+    stats["blk.2.attn_q.weight"] = (np.zeros((1, 16), np.float32), np.array([0]))  # no token: .dat skips it
+    ours = normscope.write_imatrix(tmp_path / "ours.dat", stats, datasets=["a.txt", "b.txt"], chunk_count=9,
+                                   chunk_size=chunk_size, legacy=True)
+    ref = write_dat_imatrix(tmp_path / "ref.dat", stats, chunk_count=9, chunk_size=chunk_size, dataset="b.txt")
+    assert ours.read_bytes() == ref.read_bytes()
+    g = normscope.read_imatrix(normscope.write_imatrix(tmp_path / "ours.gguf", stats, datasets=["a.txt"],
+                                                       chunk_count=9, chunk_size=chunk_size))
+    r = normscope.read_imatrix(write_gguf_imatrix(tmp_path / "ref.gguf", stats, chunk_count=9,
+                                                  chunk_size=chunk_size, datasets=("a.txt",)))
+    assert (g.datasets, g.chunk_count, g.chunk_size, sorted(g)) == (r.datasets, r.chunk_count, r.chunk_size, sorted(r))
+    for name in r:
+        a, b = g.entry(name), r.entry(name)
+        np.testing.assert_array_equal(a.sums, b.sums)
+        np.testing.assert_array_equal(a.counts, b.counts)
+        np.testing.assert_array_equal(a.weights, b.weights)
+    import gguf
+
+    reader = gguf.GGUFReader(tmp_path / "ours.gguf")  # gguf-py reads it as a valid GGUF
+    assert str(bytes(reader.fields["general.type"].parts[-1]), "utf-8") == "imatrix"
+    assert {t.name for t in reader.tensors} == {f"{n}{s}" for n in stats for s in (".in_sum2", ".counts")}
