@@ -9,7 +9,7 @@ Python API (each returns a result object with `to_dict()`):
 """
 
 from .analysis import (analyze, analyze_model, check, check_model, clip, clip_model, clip_sweep, clip_sweep_model,
-                       compare, compare_imatrices, compare_models, forward, forward_model, open_model, recipe,
+                       collect_imatrix, collect_imatrix_model, compare, compare_imatrices, compare_models, forward, forward_model, open_model, recipe,
                        recipe_model, simulate, simulate_model, summarize_imatrix)
 from .analysis.engine import Executor, Model
 from .analysis.forward import Evaluation, Sensitivity
@@ -18,8 +18,8 @@ from .errors import (CheckpointError, ConfigError, MissingExtraError, NormscopeE
 from .io.imatrix import Imatrix, ImatrixEntry, read_imatrix, write_imatrix
 from .quant import dequantize_blocks, fake_quantize, quantize_blocks
 from .results import (AnalyzeResult, CheckResult, ClipGranularity, ClipResult, ClipScope, ClipSweepResult,
-                      CompareResult, Component, ForwardResult, ImatrixCompareResult, ImatrixResult, NormConvention,
-                      RecipeResult, Role, SimulateResult)
+                      CompareResult, Component, ForwardResult, ImatrixCollected, ImatrixCompareResult, ImatrixResult,
+                      NormConvention, RecipeResult, Role, SimulateResult)
 
 __version__ = "0.1.0"
 
@@ -32,10 +32,11 @@ __all__ = [
     "dequantize_blocks", "fake_quantize", "quantize_blocks",
     # llama.cpp importance matrices
     "Imatrix", "ImatrixEntry", "read_imatrix", "write_imatrix", "summarize_imatrix", "compare_imatrices",
+    "collect_imatrix", "collect_imatrix_model",
     # results and the user's choices
     "AnalyzeResult", "CheckResult", "ClipGranularity", "ClipResult", "ClipScope", "ClipSweepResult", "CompareResult",
-    "Component", "ForwardResult", "ImatrixCompareResult", "ImatrixResult", "NormConvention", "RecipeResult", "Role",
-    "SimulateResult",
+    "Component", "ForwardResult", "ImatrixCollected", "ImatrixCompareResult", "ImatrixResult", "NormConvention",
+    "RecipeResult", "Role", "SimulateResult",
     # errors
     "CheckpointError", "ConfigError", "MissingExtraError", "NormscopeError", "OutputError", "SourceNotFoundError",
     "UnknownNameError",

@@ -13,10 +13,11 @@ from .clip import clip, clip_model, clip_sweep, clip_sweep_model
 from .compare import compare, compare_models
 from .engine import Model, open_model
 from .forward import forward, forward_model
-from .imatrix import compare_imatrices, summarize_imatrix
+from .imatrix import collect_imatrix, collect_imatrix_model, compare_imatrices, summarize_imatrix
 from .recipe import recipe, recipe_model
 from .simulate import simulate, simulate_model
 
 __all__ = ["Model", "analyze", "analyze_model", "analyze_tensor", "check", "check_model", "clip", "clip_model",
-           "clip_sweep", "clip_sweep_model", "compare", "compare_imatrices", "compare_models", "forward",
-           "forward_model", "open_model", "recipe", "recipe_model", "simulate", "simulate_model", "summarize_imatrix"]
+           "clip_sweep", "clip_sweep_model", "collect_imatrix", "collect_imatrix_model", "compare", "compare_imatrices",
+           "compare_models", "forward", "forward_model", "open_model", "recipe", "recipe_model", "simulate",
+           "simulate_model", "summarize_imatrix"]

@@ -18,7 +18,7 @@ from .check import check
 from .clip import clip
 from .compare import compare
 from .forward import forward
-from .imatrix import imatrix
+from .imatrix import imatrix_app
 from .recipe import recipe
 from .simulate import schemes, simulate
 
@@ -52,7 +52,7 @@ app.command(no_args_is_help=False)(clip)
 app.command()(compare)
 app.command()(forward)
 app.command(no_args_is_help=False)(recipe)
-app.command()(imatrix)
+app.add_typer(imatrix_app, name="imatrix")
 app.command()(schemes)
 
 

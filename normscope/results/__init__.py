@@ -22,14 +22,14 @@ from .compare import (COMPARE_SCHEMA_VERSION, Variant, TensorDiff, Unmatched, No
 from .forward import (FORWARD_SCHEMA_VERSION, KLStats, ForwardVariant, EvalText, MassiveChannel, LayerActivations,
                       SuperWeightCheck, OverflowSite, ActivationProfile, GroupSensitivity, ForwardResult)
 from .imatrix import (IMATRIX_SCHEMA_VERSION, ImatrixFileInfo, ImatrixTensor, ImatrixCoverage, ImatrixResult,
-                      ImatrixPair, ImatrixCompareResult)
+                      ImatrixPair, ImatrixCompareResult, ImatrixCollected)
 from .recipe import RECIPE_SCHEMA_VERSION, RecipeTensor, PlanSummary, RecipeResult
 from .simulate import (SIMULATE_SCHEMA_VERSION, ErrorStats, NormAwareError, BlockHealthStats, SimTensor, SchemeResult,
                        ImatrixUse, SimulateResult)
 
 __all__ = [
     "IMATRIX_SCHEMA_VERSION", "ImatrixFileInfo", "ImatrixTensor", "ImatrixCoverage", "ImatrixResult", "ImatrixPair",
-    "ImatrixCompareResult",
+    "ImatrixCompareResult", "ImatrixCollected",
     "ProgressFn", "to_plain", "ResultBase", "Role", "NormConvention", "Component", "SourceInfo", "TensorInfo",
     "TopValue", "NormStats", "WeightStats", "TensorReport", "Explanation", "ModelSummary", "ANALYZE_SCHEMA_VERSION",
     "AnalyzeResult", "CHECK_SCHEMA_VERSION", "RuleOutcome", "Failure", "CheckResult", "SIMULATE_SCHEMA_VERSION",

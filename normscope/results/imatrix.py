@@ -7,7 +7,7 @@ import dataclasses
 from .base import ResultBase
 
 __all__ = ["IMATRIX_SCHEMA_VERSION", "ImatrixFileInfo", "ImatrixTensor", "ImatrixCoverage", "ImatrixResult",
-           "ImatrixPair", "ImatrixCompareResult"]
+           "ImatrixPair", "ImatrixCompareResult", "ImatrixCollected"]
 
 IMATRIX_SCHEMA_VERSION = "1.0"
 
@@ -88,3 +88,16 @@ class ImatrixCompareResult(ResultBase):
     notes: tuple[str, ...]
     schema: str = "normscope.imatrix_compare"
     schema_version: str = IMATRIX_SCHEMA_VERSION
+
+
+@dataclasses.dataclass(frozen=True)
+class ImatrixCollected(ResultBase):
+    """What `normscope imatrix collect` wrote."""
+
+    path: str
+    dataset: str  # the text file, or builtin:public-domain
+    chunk_count: int
+    chunk_size: int
+    tokens: int  # tokens run through the model (whole chunks)
+    entries: int
+    skipped: tuple[str, ...]  # Linear weights not collected: no GGUF name, or outside the blocks (lm_head)

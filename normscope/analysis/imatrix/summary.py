@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..io.imatrix import Imatrix, read_imatrix
-from ..results import (ImatrixCompareResult, ImatrixCoverage, ImatrixFileInfo, ImatrixPair, ImatrixResult,
+from ...errors import ConfigError
+from ...io.imatrix import Imatrix, read_imatrix
+from ...results import (ImatrixCompareResult, ImatrixCoverage, ImatrixFileInfo, ImatrixPair, ImatrixResult,
                        ImatrixTensor)
-from .engine.model import Model, open_model
-from .engine.plans import plan_model
-from .metrics.ranks import cosine, spearman
+from ..engine.model import Model, open_model
+from ..engine.plans import plan_model
+from ..metrics.ranks import cosine, spearman
 
 __all__ = ["summarize_imatrix", "compare_imatrices", "imatrix_coverage"]
 
