@@ -92,7 +92,8 @@ class Imatrix(Mapping[str, np.ndarray]):
             return ImatrixEntry(name, 1, cols, counts, sums, weights.astype(np.float32))
         if not np.all(np.isfinite(raw)):
             raise CheckpointError(f"{self.path}: {name}{_COUNTS} holds non-finite counts")
-        counts = np.rint(raw.astype(np.float64))  # common_imatrix_load rounds the counts (std::lround)
+        c = raw.astype(np.float64)  # common_imatrix_load rounds the counts, halves away from zero (std::lround)
+        counts = np.sign(c) * np.floor(np.abs(c) + 0.5)
         weights = np.ones((rows, cols), dtype=np.float32)  # an expert no token reached weighs 1
         seen = counts > 0
         weights[seen] = sums[seen] / counts[seen].astype(np.float32)[:, None]

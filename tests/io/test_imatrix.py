@@ -167,3 +167,13 @@ def test_write_imatrix_writes_what_the_collector_writes(tmp_path, chunk_size):
     reader = gguf.GGUFReader(tmp_path / "ours.gguf")  # gguf-py reads it as a valid GGUF
     assert str(bytes(reader.fields["general.type"].parts[-1]), "utf-8") == "imatrix"
     assert {t.name for t in reader.tensors} == {f"{n}{s}" for n in stats for s in (".in_sum2", ".counts")}
+
+
+def test_gguf_counts_are_rounded_as_std_lround(tmp_path):
+    """common_imatrix_load stores lround(count); quantize.cpp divides by it (a count of 2.5 is 3, 0.4 is 0)."""
+    sums = np.array([[6.0, 9.0], [1.0, 2.0], [4.0, 4.0]], np.float32)
+    imx = normscope.read_imatrix(write_gguf_imatrix(tmp_path / "r.gguf", {"blk.0.ffn_up_exps.weight": (
+        sums, np.array([2.5, 0.4, 3.5]))}))
+    e = imx.entry("blk.0.ffn_up_exps.weight")
+    assert e.counts.tolist() == [3.0, 0.0, 4.0]
+    np.testing.assert_array_equal(e.weights, np.array([2.0, 3.0, 1.0, 1.0, 1.0, 1.0], np.float32))
