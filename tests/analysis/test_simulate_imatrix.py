@@ -91,6 +91,9 @@ def test_the_report_names_the_imatrix_and_the_tensors_without_an_entry(weighted,
     assert f"imatrix: {gemma_imatrix[0]} (gguf; wiki.train.raw; 8 chunks of 512 tokens): 4 entries, used by 4 " \
            "tensors; 1 quantized tensors without an entry" in text
     assert weighted.to_dict()["imatrix"]["missing"] == ["blk.3.ffn_up.weight"]
+    from normscope.report import report_html
+
+    assert f"imatrix: {gemma_imatrix[0]} (gguf; wiki.train.raw;" in report_html(weighted)
 
 
 def test_the_dat_file_of_the_same_collection_simulates_the_same(gemma_hf, gemma_imatrix, weighted, tmp_path):

@@ -9,7 +9,7 @@ import math
 from ...results import SimulateResult
 from .. import plots
 from ..fmt import num
-from ..simulate import simulate_tables
+from ..simulate import imatrix_line, simulate_tables
 from ..tables import Table
 from .page import Figure, Note, Notes, Section, Text
 from .registry import register_sections
@@ -52,6 +52,8 @@ def simulate_sections(r: SimulateResult, top: int | None = None) -> list[Section
     tables = simulate_tables(r, n)
     summary, per_scheme = tables[0], tables[1:]
     blocks: list = [Text(SQNR_TEXT), summary]
+    if r.imatrix is not None:  # which importance matrix the GGUF schemes were quantized with
+        blocks.insert(1, Text(imatrix_line(r.imatrix)))
     bars = _bars(r)
     if bars is not None:
         blocks.append(bars)
