@@ -10,7 +10,7 @@ import typer
 from ..analysis import recipe as run_recipe
 from ..analysis.recipe.command import DEFAULT_TYPES, KEEP_BPW
 from ..report.recipe import recipe_args
-from .options import Arch, ModelArg, NormConventionOpt, Outputs, Workers, listify, option_groups
+from .options import Arch, ImatrixOpt, ModelArg, NormConventionOpt, Outputs, Workers, listify, option_groups
 from .output import emit, progress_bar
 
 
@@ -33,6 +33,7 @@ def recipe(
                                             "llm-compressor ignore / quanto exclude lists.")] = KEEP_BPW,
     args_path: Annotated[Path | None, typer.Option("--args", metavar="PATH", help="Write the llama-quantize "
                          "arguments here, one per line ('-' for stdout).")] = None,
+    imatrix: ImatrixOpt = None,
     arch: Arch = None,
     norm_convention: NormConventionOpt = None,
     out: Outputs = Outputs(),
@@ -42,6 +43,6 @@ def recipe(
     with progress_bar("measuring", not out.quiet) as progress:
         result = run_recipe(model, budget_bpw=budget_bpw, budget_bytes=budget_bytes, types=listify(types),
                             reference=reference, compare=listify(compare_with), sensitivity=sensitivity,
-                            keep_bpw=keep_bpw, arch=arch, norm_convention=norm_convention, progress=progress,
+                            keep_bpw=keep_bpw, imatrix=imatrix, arch=arch, norm_convention=norm_convention, progress=progress,
                             **workers.api())
     emit(result, out, extra={args_path: lambda: recipe_args(result)})

@@ -179,3 +179,19 @@ def test_a_moe_tensor_takes_each_experts_weights(tmp_path, chunk_elements):
     assert t.error.sqnr_db == pytest.approx(10 * math.log10((experts.astype(np.float64) ** 2).sum() / (d ** 2).sum()),
                                             rel=1e-9)
     assert t.error.max_abs == float(np.abs(y - experts).max())
+
+
+def test_recipe_measures_with_the_importance_matrix_as_simulate_does(tmp_path, capsys):
+    model = _tiny(tmp_path)
+    with open_model(model) as m:
+        shapes = {t.gguf_name: (1, t.shape[-1]) for t in m.tensors if t.gguf_name and len(t.shape) == 2}
+    imx = write_gguf_imatrix(tmp_path / "i.gguf", collector_stats(shapes, seed=11))
+    r = normscope.recipe(model, budget_bpw=6.0, imatrix=imx)
+    s = simulate(model, schemes="Q4_K_M,Q5_K_M", imatrix=imx)
+    plain = simulate(model, schemes="Q4_K_M")
+    for ft in ("Q4_K_M", "Q5_K_M"):
+        assert r.plan(ft).sqnr_db == pytest.approx(s.scheme(ft).sqnr_db, rel=1e-12)
+    assert r.plan("Q4_K_M").sqnr_db != pytest.approx(plain.scheme("Q4_K_M").sqnr_db, rel=1e-6)
+    assert r.llama_quantize[0] == f"--imatrix {imx}" and r.options["imatrix"] == str(imx)
+    code, out, err = run_cli(["recipe", model, "--budget-bpw", "6", "--imatrix", tmp_path / "absent.gguf"], capsys)
+    assert code == 2 and "no such importance-matrix file" in err

@@ -31,10 +31,12 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...io import DEFAULT_CHUNK_ELEMENTS
+from ...io.imatrix import Imatrix, read_imatrix
 from ...quant import FILE_TYPES, get_format, is_gguf_scheme
 from ...quant.layouts import LAYOUTS
 from ...quant.plan import FALLBACK
 from ...results import NormConvention, PlanSummary, ProgressFn, RecipeResult, RecipeTensor, Role, TensorInfo
+from ..engine.importance import plan_importance
 from ..engine.measure import Measured, measure_planned
 from ..engine.model import Model, open_model
 from ..engine.parallel import map_tensors
@@ -64,7 +66,7 @@ def recipe(source: str | Path | None = None, *, arch: str | None = None,
            ray_address: str | None = None, budget_bpw: float | None = None, budget_bytes: int | None = None,
            types: Sequence[str] = DEFAULT_TYPES, reference: str = "Q4_K_M",
            compare: Sequence[str] = ("Q4_K_M", "Q5_K_M"), sensitivity: Any = None,
-           keep_bpw: float = KEEP_BPW) -> RecipeResult:
+           keep_bpw: float = KEEP_BPW, imatrix: str | Path | Imatrix | None = None) -> RecipeResult:
     """Choose a ggml type per tensor that minimises the norm-aware error under a size budget.
 
     Args:
@@ -77,6 +79,8 @@ def recipe(source: str | Path | None = None, *, arch: str | None = None,
         sensitivity: a `forward(..., sensitivity=True)` result, its JSON document or a path to it: the
             objective becomes each group's measured KL, spread over its tensors by their error.
         keep_bpw: Linear tensors at this many bits or more go to the llm-compressor / quanto lists.
+        imatrix: an importance matrix (as simulate's): every candidate is measured as llama-quantize
+            --imatrix would quantize it, and the llama-quantize arguments start with `--imatrix FILE`.
         arch, norm_convention, token, cache_dir, chunk_elements, progress: as for `analyze`.
         jobs, executor, ray_address: workers for the measurements, as for `simulate`.
 
@@ -92,11 +96,12 @@ def recipe(source: str | Path | None = None, *, arch: str | None = None,
         >>> r.recipe.total_error < r.plan("Q4_K_M").total_error
         True
     """
+    imx = read_imatrix(imatrix) if imatrix is not None and not isinstance(imatrix, Imatrix) else imatrix
     with open_model(source, arch=arch, norm_convention=norm_convention, token=token, cache_dir=cache_dir) as model:
         return recipe_model(model, budget_bpw=budget_bpw, budget_bytes=budget_bytes, types=types,
                             reference=reference, compare=compare, sensitivity=sensitivity, keep_bpw=keep_bpw,
                             chunk_elements=chunk_elements, progress=progress, jobs=jobs, executor=executor,
-                            ray_address=ray_address)
+                            ray_address=ray_address, imatrix=imx)
 
 
 def recipe_model(model: Model, *, budget_bpw: float | None = None, budget_bytes: int | None = None,
@@ -104,7 +109,7 @@ def recipe_model(model: Model, *, budget_bpw: float | None = None, budget_bytes:
                  compare: Sequence[str] = ("Q4_K_M", "Q5_K_M"), sensitivity: Any = None, keep_bpw: float = KEEP_BPW,
                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, progress: ProgressFn | None = None,
                  jobs: int | None = 1, executor: Executor | str = "thread", ray_address: str | None = None,
-                 opener: ModelOpener | None = None) -> RecipeResult:
+                 opener: ModelOpener | None = None, imatrix: Imatrix | None = None) -> RecipeResult:
     """`recipe` on an already open model (jobs/executor/opener as for `simulate_model`)."""
     if (budget_bpw is None) == (budget_bytes is None):
         raise ConfigError("give exactly one budget: --budget-bpw (bits per weight) or --budget-bytes")
@@ -133,8 +138,10 @@ def recipe_model(model: Model, *, budget_bpw: float | None = None, budget_bytes:
         raise ConfigError(f"budget {budget:,} bytes ({8 * budget / n_params:.3f} bpw) is below the smallest recipe "
                           f"of these types: {smallest:,} bytes ({8 * smallest / n_params:.3f} bpw)")
     # -- measure every candidate of every tensor -------------------------------------------------
+    weights = plan_importance(imatrix, work, labels, plans, warnings).weights  # also llama-quantize's refusals
     gains = norm_gains(model)
-    task = partial(measure_planned, formats={t.name: tensor_formats(candidates[t.name], gains.get(t.name)) for t in work},
+    task = partial(measure_planned, formats={t.name: tensor_formats(candidates[t.name], gains.get(t.name),
+                                                                    weights.get(t.name)) for t in work},
                    chunk_elements=chunk_elements, threads=chunk_threads(jobs, executor))
     results = map_tensors(opener or ModelOpener.of(model), model, work, task, jobs=jobs, executor=executor,
                           ray_address=ray_address,
@@ -167,12 +174,19 @@ def recipe_model(model: Model, *, budget_bpw: float | None = None, budget_bytes:
                    for ft in labels)
     pairs = _tensor_types(work, choice)
     args = _llama_args(pairs)
+    if imatrix is not None:  # the recipe was measured with these importance weights: quantize with them too
+        args = (f"--imatrix {imatrix.path}", *args)
+        notes_extra = [f"measured with the importance matrix {imatrix.path}: {len(weights)} of {len(work)} tensors "
+                       "have an entry (the others are quantized without, as llama-quantize does)"]
+    else:
+        notes_extra = []
     keep = tuple(t.name.rsplit(".", 1)[0] for t, r in zip(work, rows)
                  if t.role.is_linear and t.role is not Role.LM_HEAD and r.bits_per_weight >= keep_bpw)
-    notes = _notes(summary, others, reference, rows, keep, keep_bpw, objective, budget)
+    notes = _notes(summary, others, reference, rows, keep, keep_bpw, objective, budget) + notes_extra
     options_doc = {"budget_bpw": budget_bpw, "budget_bytes": budget_bytes, "types": list(types),
                    "reference": reference, "compare": list(compare), "keep_bpw": keep_bpw,
-                   "sensitivity": objective == "sensitivity"}
+                   "sensitivity": objective == "sensitivity",
+                   "imatrix": str(imatrix.path) if imatrix is not None else None}
     return RecipeResult(model.source, model.detected.spec.name, objective, budget, 8.0 * budget / n_params, reference,
                         summary, others, rows, pairs, args, ("lm_head", *keep), ("lm_head", *keep), tuple(notes),
                         tuple(warnings), options_doc)
