@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from ..results import AnalyzeResult
+from ..results import AnalyzeResult, Role
 from .fmt import count, num, pct, size, visible
 from .markdown import md_table
 from .tables import Table
 from .terminal import render_tables
 from .text import register_text
 
-__all__ = ["analyze_header", "analyze_tables", "analyze_terminal", "analyze_markdown"]
+__all__ = ["analyze_header", "analyze_tables", "analyze_terminal", "analyze_markdown", "embeddings_kind"]
+
+
+def embeddings_kind(r: AnalyzeResult) -> str:
+    """'tied', 'untied', or 'no output head' (an encoder such as BERT has nothing to tie)."""
+    if r.summary.tied_embeddings:
+        return "tied"
+    return "untied" if any(t.role is Role.LM_HEAD for t in r.tensors) else "no output head"
 
 
 def analyze_header(r: AnalyzeResult) -> list[str]:
@@ -20,7 +27,8 @@ def analyze_header(r: AnalyzeResult) -> list[str]:
     lines = [
         f"source: {r.source.spec or r.source.path} ({r.source.format})",
         f"architecture: {arch} · {s.n_layers if s.n_layers is not None else '?'} layers · {count(s.n_params)} "
-        f"parameters · {size(s.bytes_on_disk)} on disk · {'tied' if s.tied_embeddings else 'untied'} embeddings",
+        f"parameters · {size(s.bytes_on_disk)} on disk · {embeddings_kind(r)}"
+        f"{' embeddings' if embeddings_kind(r) != 'no output head' else ''}",
         f"dtypes: {dtypes}",
     ]
     bad = [t for t in r.tensors for st in (t.norm, t.weight) if st and (st.nan_count or st.inf_count)]
