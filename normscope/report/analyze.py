@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..results import AnalyzeResult, Role
+from ..results import AnalyzeResult, Role, name_order
 from .fmt import count, num, pct, size, visible
 from .markdown import md_table
 from .tables import Table
@@ -39,13 +39,13 @@ def analyze_header(r: AnalyzeResult) -> list[str]:
 
 def analyze_tables(r: AnalyzeResult, top: int = 10) -> list[Table]:
     """Top norms by max |gain|, top weights by |w|max/σ, NaN/Inf tensors, parameters by role."""
-    norms = sorted((t for t in r.tensors if t.norm), key=lambda t: -t.norm.max_abs_gain)
+    norms = sorted((t for t in r.tensors if t.norm), key=lambda t: (-t.norm.max_abs_gain, name_order(t.name)))
     norm_rows = tuple(
         (t.name, t.norm.convention.value, num(t.norm.stored_max), num(t.norm.gain_max), num(t.norm.gain_min),
          num(t.norm.gain_p99), str(t.norm.negative_gain_count))
         for t in norms[:top])
     weights = sorted((t for t in r.tensors if t.weight and t.weight.std == t.weight.std and t.weight.std > 0),
-                     key=lambda t: -t.weight.absmax_over_std)
+                     key=lambda t: (-t.weight.absmax_over_std, name_order(t.name)))
     weight_rows = tuple(
         (t.name, t.role.value, "×".join(map(str, t.shape)), t.dtype, num(t.weight.absmax), num(t.weight.std),
          num(t.weight.absmax_over_std, 3), num(t.weight.excess_kurtosis, 3), count(t.weight.outlier_count))
