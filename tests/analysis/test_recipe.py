@@ -137,3 +137,29 @@ def test_gemma_recipe_against_q4_k_m(gemma_hf):
     assert r.recipe.total_error <= q4.total_error < q5.total_error
     assert r.recipe.nbytes <= r.budget_bytes
     assert any("already lie on Q4_K_M's grid" in n for n in r.notes)
+
+
+def test_iq_and_fp4_candidates(synthetic, plans):
+    """Every ggml type llama-quantize makes without an imatrix is a candidate: IQ4_XS falls back to IQ4_NL on
+    320-wide rows, Q1_0 (128-value blocks, no fallback in llama.cpp) is no candidate there at all."""
+    types = ("IQ4_XS", "IQ3_S", "TQ2_0", "Q1_0", "MXFP4", "NVFP4", "Q8_0")
+    r = recipe(synthetic, budget_bytes=plans.scheme("Q4_K_M").nbytes, types=types, reference="IQ4_XS",
+               compare=("IQ4_XS", "Q4_K_M"))
+    jsonschema.validate(r.to_dict(), schema("recipe"))
+    for t in r.tensors:
+        assert all(t.shape[-1] % LAYOUTS[k].block_size == 0 for k in t.candidates)
+        if t.shape[-1] == 320:
+            assert "IQ4_NL" in t.candidates and "IQ4_XS" not in t.candidates and "Q1_0" not in t.candidates
+        if t.shape[-1] == 256:
+            assert {"IQ4_XS", "IQ3_S", "TQ2_0", "Q1_0", "MXFP4", "NVFP4"} <= set(t.candidates)
+    assert r.recipe.nbytes <= r.budget_bytes and r.recipe.total_error <= r.plan("IQ4_XS").total_error
+    sim = simulate(synthetic, schemes="IQ4_XS", tensor_types=r.tensor_types).scheme("IQ4_XS")
+    assert {t.name: t.type for t in sim.tensors if t.type is not None} == {t.name: t.type for t in r.tensors}
+
+
+def test_types_that_need_an_imatrix_are_no_candidates_without_one(synthetic):
+    with pytest.raises(ConfigError, match=r"--types IQ2_XS: llama-quantize makes IQ2_XS only with an importance "
+                                          r"matrix; collect one with `normscope imatrix collect`"):
+        recipe(synthetic, budget_bpw=4.0, types=("IQ2_XS", "Q4_K"))
+    with pytest.raises(ConfigError, match="normscope imatrix collect"):
+        recipe(synthetic, budget_bpw=4.0, reference="IQ2_M")
