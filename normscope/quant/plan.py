@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from ..errors import UnknownNameError
 from .layouts import LAYOUTS
 
-__all__ = ["FILE_TYPES", "PlannedTensor", "ModelFacts", "plan_types", "tensor_category"]
+__all__ = ["FILE_TYPES", "PlannedTensor", "ModelFacts", "plan_types", "tensor_category", "tensor_order",
+           "requires_imatrix"]
 
 # ref: llama_ftype_get_default_type — every file type gguf.LlamaFileType lists (but GUESSED), in its order
 FILE_TYPES: dict[str, str] = {
@@ -104,7 +105,8 @@ def requires_imatrix(name: str, type_name: str | None, file_type: str) -> bool:
     return type_name in IMATRIX_TYPES or (type_name == "Q2_K" and file_type == "Q2_K_S")
 
 
-def _order(name: str) -> tuple[int, str]:
+def tensor_order(name: str) -> tuple[int, str]:
+    """ref: weight_name_comparer — llama-quantize's processing order: by block, then by name."""
     m = re.match(r"blk\.(\d+)\.", name)
     return (int(m.group(1)) if m else -1, name)
 
@@ -141,7 +143,7 @@ def plan_types(tensors: Iterable[tuple[str, Sequence[int]]], file_type: str, fac
     if file_type not in FILE_TYPES:
         raise UnknownNameError("file type", file_type, FILE_TYPES)
     default = FILE_TYPES[file_type]
-    items = sorted(((n, tuple(s)) for n, s in tensors), key=lambda t: _order(t[0]))
+    items = sorted(((n, tuple(s)) for n, s in tensors), key=lambda t: tensor_order(t[0]))
     cats = {n: tensor_category(n) for n, _ in items}
     state = {"n_attention_wv": sum(c in ("attn_v", "attn_qkv", "attn_kv_b") for c in cats.values()),
              "tied": not any(c == "output" for c in cats.values()), "i_attention_wv": 0, "i_ffn_down": 0,

@@ -19,7 +19,7 @@ from ..errors import ConfigError, UnknownNameError
 from ..results import Role
 from .base import FORMATS, GGMLFormat, get_format
 from .layouts import LAYOUTS
-from .plan import FILE_TYPES, IMATRIX_TYPES, ModelFacts, PlannedTensor, plan_types
+from .plan import FILE_TYPES, IMATRIX_TYPES, ModelFacts, PlannedTensor, plan_types, tensor_order
 
 __all__ = ["TensorSpec", "SCHEMES", "ALIASES", "PURE_SCHEMES", "scheme_names", "plan_scheme", "is_gguf_scheme",
            "parse_schemes", "parse_tensor_types", "canonical_scheme", "check_imatrix", "type_imatrix", "file_type_imatrix",
@@ -135,8 +135,8 @@ def check_imatrix(scheme: str, plan: dict[str, PlannedTensor], has_imatrix: bool
     """
     if has_imatrix:
         return
-    needs = [p for p in plan.values() if p.requires_imatrix]
-    if needs:
+    needs = sorted((p for p in plan.values() if p.requires_imatrix), key=lambda p: tensor_order(p.name))
+    if needs:  # the first in llama.cpp's order, the tensor llama-quantize names
         first = needs[0]
         more = f" (and {len(needs) - 1} more tensors)" if len(needs) > 1 else ""
         raise ConfigError(f"{scheme}: {first.name} would be {first.type}{more}, which llama-quantize makes only with "

@@ -111,8 +111,8 @@ def test_every_ggml_type_simulates(tiny, capsys, scheme):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["-s", "IQ2_XS"], "IQ2_XS: blk.0.attn_q.weight would be IQ2_XS (and 11 more tensors)"),
-    (["-s", "iq1_s"], "IQ1_S: blk.0.attn_q.weight would be IQ1_S"),
+    (["-s", "IQ2_XS"], "IQ2_XS: blk.0.attn_k.weight would be IQ2_XS (and 11 more tensors)"),
+    (["-s", "iq1_s"], "IQ1_S: blk.0.attn_k.weight would be IQ1_S"),  # llama.cpp's order: by block, then name
     (["-s", "Q2_K_S"], "which llama-quantize makes only with an importance matrix"),
     (["-s", "Q4_K_M", "--tensor-type", "attn_q=iq3_xxs"], "Q4_K_M: blk.0.attn_q.weight would be IQ3_XXS"),
 ], ids=["IQ2_XS", "IQ1_S", "Q2_K_S", "override"])
