@@ -42,6 +42,16 @@ def test_tensor_type_override(tiny, capsys):
     assert {t["type"] for t in down} == {"Q8_0"} and all("--tensor-type override" in t["reason"] for t in down)
 
 
+def test_tensor_type_override_with_every_kind_of_ggml_type(tiny, capsys):
+    code, out, err = run_cli(["simulate", str(tiny), "-s", "IQ4_XS", "--tensor-type", "ffn_down=iq4_nl",
+                              "--tensor-type", "attn_q=TQ2_0", "--tensor-type", "attn_k=mxfp4", "--json", "-"], capsys)
+    assert code == 0, err
+    got = {t["gguf_name"].split(".", 2)[2]: t["type"] for t in json.loads(out)["schemes"][0]["tensors"]
+           if t["gguf_name"] and t["gguf_name"].startswith("blk.0.")}
+    assert (got["ffn_down.weight"], got["attn_q.weight"], got["attn_k.weight"], got["ffn_up.weight"]) == \
+        ("IQ4_NL", "TQ2_0", "MXFP4", "IQ4_XS")
+
+
 def test_scheme_names_in_any_case_print_upstreams_spelling(tiny, capsys):
     """`q4_k_m` once was "unknown scheme": any case is accepted, and the report spells it as llama.cpp does."""
     code, out, err = run_cli(["simulate", str(tiny), "-s", "q4_k_m,INT4", "--tensor-type", "ffn_down=q8_0",
