@@ -133,3 +133,29 @@ def test_requires_imatrix_spares_embedding_and_output():
     plan = plan_types(dense(), "Q2_K_S", LLAMA)
     assert plan["blk.3.attn_q.weight"].requires_imatrix  # Q2_K in a Q2_K_S file
     assert not plan_types(dense(), "Q2_K", LLAMA)["blk.3.attn_q.weight"].requires_imatrix
+
+
+def test_every_ggml_type_names_a_scheme():
+    """Every ggml type is a scheme: its file type, llama-quantize's alias (Q3_K, Q4_K, Q5_K: the _M mixes), or
+    MXFP4 (--pure MXFP4_MOE); the scheme IQ2_S is llama.cpp's file type, whose default type is IQ2_XS."""
+    import gguf
+
+    from normscope.quant import FILE_TYPES, canonical_scheme, is_gguf_scheme, plan_scheme
+    from normscope.quant.schemes import TensorSpec
+    from normscope.results import Role
+
+    names = {t.name for t in gguf.GGMLQuantizationType} & set(_ggml_types()) - {"F32"}
+    assert len(names) == 26
+    for name in names:
+        assert is_gguf_scheme(canonical_scheme(name.lower())), name
+    assert canonical_scheme("Q4_K") == "Q4_K_M" and FILE_TYPES["IQ2_S"] == "IQ2_XS"
+    spec = [TensorSpec("w", "blk.0.ffn_up.weight", (64, 512), Role.MLP_UP),
+            TensorSpec("o", "output.weight", (64, 512), Role.LM_HEAD)]
+    plan = plan_scheme("mxfp4", spec)
+    assert (plan["w"].type, plan["o"].type) == ("MXFP4", "MXFP4")  # --pure: the output too
+
+
+def _ggml_types():
+    from normscope.quant import FORMATS, GGMLFormat
+
+    return [n for n, f in FORMATS.items() if issubclass(f, GGMLFormat)]
