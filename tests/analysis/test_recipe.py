@@ -143,8 +143,9 @@ def test_iq_and_fp4_candidates(synthetic, plans):
     """Every ggml type llama-quantize makes without an imatrix is a candidate: IQ4_XS falls back to IQ4_NL on
     320-wide rows, Q1_0 (128-value blocks, no fallback in llama.cpp) is no candidate there at all."""
     types = ("IQ4_XS", "IQ3_S", "TQ2_0", "Q1_0", "MXFP4", "NVFP4", "Q8_0")
-    r = recipe(synthetic, budget_bytes=plans.scheme("Q4_K_M").nbytes, types=types, reference="IQ4_XS",
-               compare=("IQ4_XS", "Q4_K_M"))
+    r = recipe(synthetic, budget_bytes=plans.scheme("Q4_K_M").nbytes, types=types, reference="iq4_xs",
+               compare=("IQ4_XS", "Q4_K"))  # any case, and llama-quantize's alias Q4_K (Q4_K_M)
+    assert (r.reference, [p.label for p in r.plans]) == ("IQ4_XS", ["IQ4_XS", "Q4_K_M"])
     jsonschema.validate(r.to_dict(), schema("recipe"))
     for t in r.tensors:
         assert all(t.shape[-1] % LAYOUTS[k].block_size == 0 for k in t.candidates)
@@ -163,3 +164,5 @@ def test_types_that_need_an_imatrix_are_no_candidates_without_one(synthetic):
         recipe(synthetic, budget_bpw=4.0, types=("IQ2_XS", "Q4_K"))
     with pytest.raises(ConfigError, match="normscope imatrix collect"):
         recipe(synthetic, budget_bpw=4.0, reference="IQ2_M")
+    with pytest.raises(ConfigError, match="'MXFP4' is not a quantized llama.cpp file type"):
+        recipe(synthetic, budget_bpw=4.0, reference="MXFP4")

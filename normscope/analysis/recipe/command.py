@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ConfigError
+from ...errors import ConfigError, UnknownNameError
 from ...io import DEFAULT_CHUNK_ELEMENTS
-from ...quant import FILE_TYPES, get_format, is_gguf_scheme, type_imatrix
+from ...quant import FILE_TYPES, canonical_scheme, get_format, type_imatrix
 from ...quant.layouts import LAYOUTS
 from ...quant.plan import FALLBACK
 from ...results import NormConvention, PlanSummary, ProgressFn, RecipeResult, RecipeTensor, Role, TensorInfo
@@ -58,6 +58,18 @@ def _fallback(fmt: str, row: int) -> str | None:
     if new is None:
         return None
     return new if row % LAYOUTS[new].block_size == 0 else "F16"
+
+
+def _file_type(name: str) -> str:
+    """A quantized llama.cpp file type as upstream spells it (any case; llama-quantize's Q4_K is Q4_K_M)."""
+    try:
+        ft = canonical_scheme(name)
+    except UnknownNameError:
+        ft = name
+    if ft not in FILE_TYPES or FILE_TYPES[ft] in ("F32", "F16", "BF16"):
+        raise ConfigError(f"{name!r} is not a quantized llama.cpp file type; valid: "
+                          + ", ".join(k for k, v in FILE_TYPES.items() if v not in ("F32", "F16", "BF16")))
+    return ft
 
 
 def recipe(source: str | Path | None = None, *, arch: str | None = None,
@@ -111,10 +123,7 @@ def recipe_model(model: Model, *, budget_bpw: float | None = None, budget_bytes:
     """`recipe` on an already open model (jobs/executor/opener as for `simulate_model`)."""
     if (budget_bpw is None) == (budget_bytes is None):
         raise ConfigError("give exactly one budget: --budget-bpw (bits per weight) or --budget-bytes")
-    for ft in (reference, *compare):
-        if ft not in FILE_TYPES or FILE_TYPES[ft] in ("F32", "F16", "BF16"):
-            raise ConfigError(f"{ft!r} is not a quantized llama.cpp file type; valid: "
-                              + ", ".join(k for k, v in FILE_TYPES.items() if v not in ("F32", "F16", "BF16")))
+    reference, *compare = (_file_type(ft) for ft in (reference, *compare))
     types = [get_format(t).name for t in types]
     for t in types:
         if t not in LAYOUTS or t in ("F32", "BF16"):
