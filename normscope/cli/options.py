@@ -47,10 +47,11 @@ RayAddress = Annotated[str | None, typer.Option(
     "--ray-address", metavar="ADDR", help="Ray cluster to connect to with --executor ray (e.g. ray://head:10001); "
                                           "default: RAY_ADDRESS, else a local Ray.")]
 Schemes = Annotated[list[str] | None, typer.Option(
-    "--scheme", "-s", help="llama.cpp file types (Q4_K_M, Q8_0, Q2_K, …) and simulated schemes (int4, int8, "
+    "--scheme", "-s", help="llama.cpp file types (Q4_K_M, IQ4_XS, Q8_0, TQ2_0, …), MXFP4 and simulated schemes (int4, int8, "
                            "int4_sym_g128, fp8_block, …), comma-separated or repeated. `normscope schemes` lists them.")]
 TensorTypes = Annotated[list[str] | None, typer.Option(
-    "--tensor-type", help="llama-quantize override REGEX=TYPE for the GGUF schemes (repeatable), e.g. attn_v=Q8_0.")]
+    "--tensor-type", help="llama-quantize override REGEX=TYPE for the GGUF schemes (repeatable), e.g. attn_v=Q8_0; "
+                          "any ggml type.")]
 ImatrixOpt = Annotated[Path | None, typer.Option(
     "--imatrix", metavar="FILE", help="Importance matrix (llama-imatrix's .gguf or legacy .dat), as llama-quantize "
                                       "--imatrix: the GGUF schemes' types that take importance weights use it.")]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 
 from ..analysis import simulate as run_simulate
-from ..quant import SCHEMES, parse_schemes, parse_tensor_types
-from .options import (Arch, ImatrixOpt, IncludeLmHead, ModelArg, NormConventionOpt, Outputs, Schemes, Selection, TensorTypes,
-                      Workers, listify, option_groups)
+from ..quant import parse_schemes, parse_tensor_types, scheme_catalog
+from .options import (Arch, ImatrixOpt, IncludeLmHead, ModelArg, NormConventionOpt, Outputs, Schemes, Selection,
+                      TensorTypes, Workers, listify, option_groups)
 from .output import emit, progress_bar
 
 
@@ -36,7 +36,9 @@ def simulate(
 
 
 def schemes() -> None:
-    """List the quantization schemes simulate, check and clip accept."""
-    width = max(map(len, SCHEMES))
-    for name, description in SCHEMES.items():
-        typer.echo(f"{name:<{width}}  {description}")
+    """List the quantization schemes simulate, check, clip and forward accept, and every ggml type."""
+    for i, (section, rows) in enumerate(scheme_catalog().items()):
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        typer.echo(("\n" if i else "") + section)
+        for row in rows:
+            typer.echo("  " + "  ".join(f"{v:<{w}}" for v, w in zip(row, widths)).rstrip())

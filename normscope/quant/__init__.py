@@ -1,5 +1,5 @@
 """Quantization formats: every ggml block type bit-exact with llama.cpp (compiled kernels), optimum-quanto's
-integer schemes, GPTQ-style RTN and FP8 (numpy); llama.cpp's per-tensor type plans. No files, no torch.
+integer schemes, GPTQ-style RTN, FP8 and bitsandbytes NF4/FP4 (numpy); llama.cpp's per-tensor type plans. No files, no torch.
 
     >>> import numpy as np
     >>> from normscope.quant import quantize_blocks, dequantize_blocks
@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import fp8, ggml, integer  # noqa: F401  (registers the formats)
+from . import bnb, fp8, ggml, integer  # noqa: F401  (registers the formats)
 from .base import FORMATS, GGMLFormat, QuantFormat, SimFormat, get_format
 from .health import BlockHealth, block_health
 from .layouts import LAYOUTS, QK_K, Layout
 from .plan import FILE_TYPES, ModelFacts, PlannedTensor, plan_types, requires_imatrix, tensor_category
-from .schemes import (SCHEMES, TensorSpec, canonical_scheme, is_gguf_scheme, parse_schemes, parse_tensor_types,
-                      plan_scheme, scheme_names)
+from .schemes import (ALIASES, PURE_SCHEMES, SCHEMES, TensorSpec, canonical_scheme, check_imatrix, file_type_imatrix,
+                      is_gguf_scheme, parse_schemes, parse_tensor_types, plan_scheme, scheme_catalog, scheme_names,
+                      type_imatrix)
 
 __all__ = [
-    "BlockHealth", "FILE_TYPES", "FORMATS", "GGMLFormat", "LAYOUTS", "Layout", "ModelFacts", "PlannedTensor", "QK_K",
-    "QuantFormat", "SCHEMES", "SimFormat", "TensorSpec", "block_health", "canonical_scheme", "dequantize_blocks",
-    "fake_quantize", "get_format", "is_gguf_scheme", "parse_schemes", "parse_tensor_types", "plan_scheme", "plan_types",
-    "quantize_blocks", "requires_imatrix", "scheme_names",
-    "tensor_category",
+    "ALIASES", "BlockHealth", "FILE_TYPES", "FORMATS", "GGMLFormat", "LAYOUTS", "Layout", "ModelFacts", "PURE_SCHEMES",
+    "PlannedTensor", "QK_K", "QuantFormat", "SCHEMES", "SimFormat", "TensorSpec", "block_health", "canonical_scheme",
+    "check_imatrix", "dequantize_blocks", "fake_quantize", "get_format", "is_gguf_scheme", "parse_schemes",
+    "file_type_imatrix", "parse_tensor_types", "plan_scheme", "plan_types", "quantize_blocks", "requires_imatrix",
+    "scheme_catalog", "scheme_names", "tensor_category", "type_imatrix",
 ]
 
 

@@ -116,7 +116,7 @@ def test_int4_and_int8_equal_optimum_quanto(tmp_path):
     assert simulate(path, schemes="int4", include_lm_head=True).scheme("int4").tensor("lm_head.weight").type == "int4"
 
 
-@pytest.mark.parametrize("scheme", ["fp8", "int4_sym_tensor", "fp8_block", "Q4_K_M", "int4"])
+@pytest.mark.parametrize("scheme", ["fp8", "int4_sym_tensor", "fp8_block", "Q4_K_M", "int4", "nf4", "fp4_g256"])
 def test_chunked_equals_whole(tmp_path, scheme):
     """Per-tensor scales (fp8, *_sym_tensor) and 128-row tiles (fp8_block) survive row chunking."""
     tensors = llama_tensors(hidden=256, ffn=512, seed=3)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ...arch import effective_gain, norm_feeds
 from ...errors import ConfigError
-from ...quant import PlannedTensor, TensorSpec, get_format, is_gguf_scheme, plan_scheme
+from ...quant import PlannedTensor, TensorSpec, check_imatrix, get_format, is_gguf_scheme, plan_scheme
 from ...results import TensorInfo
 from .facts import model_facts
 from .measure import TensorFormats
@@ -23,17 +23,28 @@ __all__ = ["plan_model", "unquantized_storage", "NormGains", "norm_gains", "tens
 
 def plan_model(model: Model, scheme: str, tensors: Sequence[TensorInfo] | None = None, *,
                include_lm_head: bool = False, tensor_types: Sequence[tuple[str, str]] = (),
-               warnings: list[str] | None = None) -> dict[str, PlannedTensor]:
+               warnings: list[str] | None = None, has_imatrix: bool = False) -> dict[str, PlannedTensor]:
     """{HF tensor name: PlannedTensor} for one scheme over the model's (or the given) tensors.
 
     A format whose blocks or groups the tensor's rows cannot hold (int4_sym_g128 on rows of 100) leaves
-    the tensor unquantized, with the reason; each such case is appended to `warnings` when given.
+    the tensor unquantized, with the reason; so does a GGUF plan on which llama-quantize would stop (rows
+    that are not whole blocks of a type llama.cpp has no fallback for). Each such case is appended to
+    `warnings` when given.
+
+    Raises:
+        ConfigError: a plan with a type llama-quantize makes only with an importance matrix, without one
+            (`has_imatrix`).
     """
     tensors = model.tensors if tensors is None else tensors
     specs = [TensorSpec(t.name, t.gguf_name, t.shape, t.role) for t in tensors]
-    plan = plan_scheme(scheme, specs, model_facts(model), include_lm_head=include_lm_head, overrides=tensor_types)
+    plan = plan_scheme(scheme, specs, model_facts(model), include_lm_head=include_lm_head, overrides=tensor_types,
+                       has_imatrix=has_imatrix)
+    check_imatrix(scheme, plan, has_imatrix)
     for t in tensors:
         planned = plan[t.name]
+        if planned.fails and warnings is not None:
+            warnings.append(f"{scheme}: {t.name}: {planned.reason.rsplit('; ', 1)[-1]} (llama-quantize would stop; "
+                            "simulated as not quantized)")
         if planned.type is None:
             continue
         try:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._kernels import measure
+from ...upstream import load_grid
 from ...results import ErrorStats, NormAwareError
 from .quantiles import N_BINS, ExactQuantiles
 
@@ -90,6 +91,8 @@ def measure_chunk(rows: np.ndarray, *, fmt: str | None = None, y: np.ndarray | N
     """
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     n_per_row = rows.shape[-1] if rows.ndim else 1
+    if fmt is not None:
+        load_grid(fmt)  # the lattice types (IQ2_*, IQ3_*, IQ1_*) search tables built from their grids, once
     if y is not None:
         y = np.ascontiguousarray(y, dtype=np.float32)
     stats = np.zeros(10)

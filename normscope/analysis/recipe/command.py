@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ConfigError
+from ...errors import ConfigError, UnknownNameError
 from ...io import DEFAULT_CHUNK_ELEMENTS
 from ...io.imatrix import Imatrix, read_imatrix
-from ...quant import FILE_TYPES, get_format, is_gguf_scheme
+from ...quant import FILE_TYPES, canonical_scheme, get_format, is_gguf_scheme, type_imatrix
 from ...quant.layouts import LAYOUTS
 from ...quant.plan import FALLBACK
 from ...results import NormConvention, PlanSummary, ProgressFn, RecipeResult, RecipeTensor, Role, TensorInfo
@@ -51,12 +51,27 @@ DEFAULT_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
 KEEP_BPW = 6.0  # Linear tensors the recipe keeps at this many bits or more go to the 16-bit lists
 
 
-def _fallback(fmt: str, row: int) -> str:
-    """The type llama.cpp stores when rows of `row` values are not whole `fmt` blocks (ref: tensor_type_fallback)."""
+def _fallback(fmt: str, row: int) -> str | None:
+    """The type llama.cpp stores when rows of `row` values are not whole `fmt` blocks (ref: tensor_type_fallback);
+    None when llama.cpp has no fallback for `fmt` (llama-quantize would stop: not a candidate for this tensor)."""
     if row % LAYOUTS[fmt].block_size == 0:
         return fmt
-    new = FALLBACK.get(fmt, fmt)
+    new = FALLBACK.get(fmt)
+    if new is None:
+        return None
     return new if row % LAYOUTS[new].block_size == 0 else "F16"
+
+
+def _file_type(name: str) -> str:
+    """A quantized llama.cpp file type as upstream spells it (any case; llama-quantize's Q4_K is Q4_K_M)."""
+    try:
+        ft = canonical_scheme(name)
+    except UnknownNameError:
+        ft = name
+    if ft not in FILE_TYPES or FILE_TYPES[ft] in ("F32", "F16", "BF16"):
+        raise ConfigError(f"{name!r} is not a quantized llama.cpp file type; valid: "
+                          + ", ".join(k for k, v in FILE_TYPES.items() if v not in ("F32", "F16", "BF16")))
+    return ft
 
 
 def recipe(source: str | Path | None = None, *, arch: str | None = None,
@@ -113,14 +128,14 @@ def recipe_model(model: Model, *, budget_bpw: float | None = None, budget_bytes:
     """`recipe` on an already open model (jobs/executor/opener as for `simulate_model`)."""
     if (budget_bpw is None) == (budget_bytes is None):
         raise ConfigError("give exactly one budget: --budget-bpw (bits per weight) or --budget-bytes")
-    for ft in (reference, *compare):
-        if not is_gguf_scheme(ft) or FILE_TYPES[ft] in ("F32", "F16", "BF16"):
-            raise ConfigError(f"{ft!r} is not a quantized llama.cpp file type; valid: "
-                              + ", ".join(k for k, v in FILE_TYPES.items() if v not in ("F32", "F16", "BF16")))
+    reference, *compare = (_file_type(ft) for ft in (reference, *compare))
     types = [get_format(t).name for t in types]
     for t in types:
         if t not in LAYOUTS or t in ("F32", "BF16"):
             raise ConfigError(f"--types {t}: a recipe chooses among ggml types such as {', '.join(DEFAULT_TYPES)}")
+        if type_imatrix(t).startswith("required"):
+            raise ConfigError(f"--types {t}: llama-quantize makes {t} only with an importance matrix; collect one "
+                              "with `normscope imatrix collect` and pass it")
     warnings = list(model.warnings)
     labels = list(dict.fromkeys([reference, *compare]))
     plans = {ft: plan_model(model, ft, warnings=warnings) for ft in labels}
@@ -128,7 +143,7 @@ def recipe_model(model: Model, *, budget_bpw: float | None = None, budget_bytes:
     work = [t for t in model.tensors if ref[t.name].type is not None]
     n_params = sum(t.n_params for t in model.tensors)
     fixed = {t.name: unquantized_storage(model, t, reference) for t in model.tensors if ref[t.name].type is None}
-    candidates = {t.name: list(dict.fromkeys([*(_fallback(k, t.shape[-1]) for k in types),
+    candidates = {t.name: list(dict.fromkeys([*(f for k in types if (f := _fallback(k, t.shape[-1]))),
                                               *(plans[ft][t.name].type for ft in labels if plans[ft][t.name].type)]))
                   for t in work}
     fixed_bytes = sum(size for _, size in fixed.values())
