@@ -93,7 +93,8 @@ def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[st
     tensors = select_tensors(model.tensors, include, exclude)
     # plans are made over the whole model: llama.cpp's counters (use_more_bits) see every tensor
     warnings = list(model.warnings)
-    plans = {s: plan_model(model, s, include_lm_head=include_lm_head, tensor_types=tensor_types, warnings=warnings)
+    plans = {s: plan_model(model, s, include_lm_head=include_lm_head, tensor_types=tensor_types, warnings=warnings,
+                           has_imatrix=imatrix is not None)
              for s in schemes}
     importance = plan_importance(imatrix, tensors, schemes, plans, warnings)
     damaged: dict[str, int] = {}

@@ -111,7 +111,7 @@ def _tiny(tmp_path):
 
 def test_q2_k_s_is_refused_without_importance_weights_as_llama_quantize_refuses(tmp_path, capsys):
     model = _tiny(tmp_path)
-    with pytest.raises(ConfigError, match="Q2_K_S: llama-quantize refuses to make it without importance weights"):
+    with pytest.raises(ConfigError, match="Q2_K_S: .* llama-quantize makes only with an importance matrix"):
         simulate(model, schemes="Q2_K_S")
     with open_model(model) as m:
         names = [t.gguf_name for t in m.tensors if t.gguf_name and len(t.shape) == 2]

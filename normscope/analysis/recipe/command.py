@@ -133,12 +133,12 @@ def recipe_model(model: Model, *, budget_bpw: float | None = None, budget_bytes:
     for t in types:
         if t not in LAYOUTS or t in ("F32", "BF16"):
             raise ConfigError(f"--types {t}: a recipe chooses among ggml types such as {', '.join(DEFAULT_TYPES)}")
-        if type_imatrix(t).startswith("required"):
+        if imatrix is None and type_imatrix(t).startswith("required"):
             raise ConfigError(f"--types {t}: llama-quantize makes {t} only with an importance matrix; collect one "
                               "with `normscope imatrix collect` and pass it")
     warnings = list(model.warnings)
     labels = list(dict.fromkeys([reference, *compare]))
-    plans = {ft: plan_model(model, ft, warnings=warnings) for ft in labels}
+    plans = {ft: plan_model(model, ft, warnings=warnings, has_imatrix=imatrix is not None) for ft in labels}
     ref = plans[reference]
     work = [t for t in model.tensors if ref[t.name].type is not None]
     n_params = sum(t.n_params for t in model.tensors)
