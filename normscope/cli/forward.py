@@ -43,6 +43,9 @@ def forward(
                               ] = "layer-role",
     sensitivity_include: Annotated[list[str] | None, typer.Option("--sensitivity-include", help="Only tensors "
                                    "matching these globs form sensitivity groups.")] = None,
+    runtime: Annotated[str | None, typer.Option("--runtime", help="llama.cpp: each quantized matmul's input is also "
+                       "quantized as ggml-cpu's dot product does (Q8_0/Q8_1/Q8_K), the KL llama.cpp shows, with the "
+                       "weight-only KL beside it (default for llama.cpp schemes); weights: float32 inputs.")] = None,
     no_activations: Annotated[bool, typer.Option("--no-activations", help="Skip the activation profile.")] = False,
     arch: Arch = None,
     norm_convention: NormConventionOpt = None,
@@ -57,5 +60,5 @@ def forward(
                              clip_include=listify(clip_include), tensor_types=parse_tensor_types(tensor_type or []),
                              recipes=recipe or [], include_lm_head=include_lm_head, activations=not no_activations,
                              evaluation=evaluation, sensitivity=sens if sensitivity else False, arch=arch,
-                             norm_convention=norm_convention, jobs=jobs, progress=progress)
+                             runtime=runtime, norm_convention=norm_convention, jobs=jobs, progress=progress)
     emit(result, out)

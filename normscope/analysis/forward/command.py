@@ -25,7 +25,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...io import DEFAULT_CHUNK_ELEMENTS
-from ...quant import parse_schemes
+from ...quant import is_gguf_scheme, parse_schemes
 from ...results import EvalText, ForwardResult, ForwardVariant, NormConvention, ProgressFn
 from ..engine.clipping import check_percentile
 from ..engine.model import Model, open_model
@@ -35,6 +35,7 @@ from .metrics import Scores, score_base
 from .notes import forward_notes
 from .options import DEFAULT_TOKENS, Evaluation, Sensitivity
 from .run import Run, base_pass, clip_variants, loaded_variant, score, token_texts, token_windows
+from .runtime import RuntimeHooks, check_runtime, runtime_of
 from .sensitivity import SENSITIVITY_BY, run_sensitivity
 from .text import load_text
 from .variants import PlannedVariant, plan_quantized, variant_size
@@ -58,7 +59,7 @@ def forward(base: str | Path | None = None, variants: Sequence[str | Path] = (),
             clip: float | Sequence[float] | None = None, clip_include: Sequence[str] = (),
             tensor_types: Sequence[tuple[str, str]] = (), recipes: Sequence[Any] = (), include_lm_head: bool = False,
             activations: bool = True, evaluation: Evaluation | None = None, sensitivity: bool | Sensitivity = False,
-            text: str | Path | None = None, tokens: int | None = None, ctx: int | None = None,
+            runtime: str | None = None, text: str | Path | None = None, tokens: int | None = None, ctx: int | None = None,
             tokenizer: str | Path | None = None, sensitivity_scheme: str | None = None,
             sensitivity_by: str | None = None, sensitivity_include: Sequence[str] = ()) -> ForwardResult:
     """Run the base and its variants on the same tokens and compare their next-token distributions.
@@ -74,6 +75,10 @@ def forward(base: str | Path | None = None, variants: Sequence[str | Path] = (),
         recipes: `recipe` results (or their JSON documents, or paths to them): each a variant quantized with
             its reference file type and its tensor types.
         include_lm_head: quantize an untied lm_head under simulated schemes.
+        runtime: "llama.cpp" (the default for llama.cpp schemes and recipes): each quantized matmul's input is
+            also quantized as ggml-cpu's dot product does (Q8_0, Q8_1 or Q8_K blocks), so a variant's `kl` is
+            what llama.cpp shows, and `weights_kl` what the weights alone cost; "weights": quantized weights
+            times float32 inputs only. Simulated schemes (int4, fp8, …) always run "weights".
         activations: record the activation profile on the base pass.
         evaluation: the text, token count, window and tokenizer (an `Evaluation`); `text=`, `tokens=`,
             `ctx=` and `tokenizer=` are shorthands for its fields.
@@ -103,7 +108,7 @@ def forward(base: str | Path | None = None, variants: Sequence[str | Path] = (),
         return forward_model(model, variants, chunk_elements=chunk_elements, progress=progress, jobs=jobs,
                              executor=executor, schemes=schemes, clip=clip, clip_include=clip_include,
                              tensor_types=tensor_types, recipes=recipes, include_lm_head=include_lm_head,
-                             activations=activations, evaluation=evaluation, sensitivity=sens,
+                             activations=activations, evaluation=evaluation, sensitivity=sens, runtime=runtime,
                              open_args=dict(arch=arch, norm_convention=norm_convention, token=token,
                                             cache_dir=cache_dir))
 
@@ -114,7 +119,8 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
                   clip: float | Sequence[float] | None = None, clip_include: Sequence[str] = (),
                   tensor_types: Sequence[tuple[str, str]] = (), recipes: Sequence[Any] = (),
                   include_lm_head: bool = False, activations: bool = True, evaluation: Evaluation | None = None,
-                  sensitivity: Sensitivity | None = None, open_args: dict[str, Any] | None = None) -> ForwardResult:
+                  sensitivity: Sensitivity | None = None, runtime: str | None = None,
+                  open_args: dict[str, Any] | None = None) -> ForwardResult:
     """`forward` on an already open model (the base); `open_args` are open_model's arguments for the loaded
     variants (default: none)."""
     torch, _ = require_torch()
@@ -122,6 +128,7 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
         raise ConfigError(f"forward runs its model in this process: executor {Executor(executor).value!r} is not "
                           "supported; use \"thread\"")
     evaluation = evaluation or Evaluation()
+    runtime = check_runtime(runtime)
     scheme_names = parse_schemes(schemes) if (schemes and (not isinstance(schemes, str) or schemes.strip())) else []
     clips = _clip_values(clip)
     sens_scheme = (sensitivity.scheme or (scheme_names[0] if scheme_names else "Q4_K_M")) if sensitivity else None
@@ -161,19 +168,22 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
                               and not tensor_types), None) or \
                 plan_quantized(model, sens_scheme, editor, include_lm_head=include_lm_head, warnings=warnings)
         cache = QuantCache(_shared_pairs(planned, sens_plan))
+        hooks = RuntimeHooks(tm, editor)
         results: list[ForwardVariant] = []
         for pv in planned:
             step(pv.label)
             for info, fmt in pv.tensors:
                 quantize_in_place(editor, info, fmt, cache, chunk_elements)
-            results.append(compare(pv.label, "scheme", pv.description, len(pv.tensors), scheme=pv.scheme,
-                                   **variant_size(model, pv)))
+            results.append(_scheme_variant(compare, pv, hooks, runtime_of(runtime, is_gguf_scheme(pv.scheme)),
+                                           **variant_size(model, pv)))
             editor.restore()
         results += clip_variants(compare, editor, model, clips, clip_include, step)
         sens = ()
         if sens_plan is not None:
-            sens = run_sensitivity(run, editor, sens_plan, cache, sensitivity.by, step, sensitivity.include)
-        del editor, cache
+            sens_hooks = hooks if runtime_of(runtime, is_gguf_scheme(sens_plan.scheme)) == "llama.cpp" else None
+            sens = run_sensitivity(run, editor, sens_plan, cache, sensitivity.by, step, sensitivity.include,
+                                   sens_hooks)
+        del editor, cache, hooks
         # -- real variants, one model at a time, after the base is freed --------------------------------
         if variants:
             run.model = None
@@ -190,11 +200,26 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
                "activations": activations, "sensitivity": bool(sensitivity),
                "sensitivity_by": sensitivity.by if sensitivity else None,
                "sensitivity_include": list(sensitivity.include) if sensitivity else [],
-               "include_lm_head": include_lm_head}
+               "include_lm_head": include_lm_head, "runtime": runtime}
     result_variants = tuple(results)
     notes = forward_notes(base_variant, result_variants, profile, sens)
     return ForwardResult(model.source, model.detected.spec.name, text_info, base_variant, result_variants,
                          profile, sens_scheme, sens, notes, tuple(warnings), options)
+
+
+def _scheme_variant(compare: Callable[..., ForwardVariant], pv: PlannedVariant, hooks: RuntimeHooks, runtime: str,
+                    **size: Any) -> ForwardVariant:
+    """A quantized variant scored on its weights alone; under the llama.cpp runtime scored again with each
+    quantized matmul's input quantized as ggml-cpu does, the weight-only KL kept beside it."""
+    weights = compare(pv.label, "scheme", pv.description, len(pv.tensors), scheme=pv.scheme, **size)
+    if runtime != "llama.cpp":
+        return weights
+    hooks.attach(pv.tensors)
+    try:
+        rt = compare(pv.label, "scheme", pv.description, len(pv.tensors), scheme=pv.scheme, **size)
+    finally:
+        hooks.detach()
+    return replace(rt, runtime="llama.cpp", weights_kl=weights.kl, weights_top1_agreement=weights.top1_agreement)
 
 
 def _options(evaluation: Evaluation | None, sensitivity: bool | Sensitivity, *, text: str | Path | None,
