@@ -7,7 +7,8 @@
  * (Q4_1, Q5_1) with make_qkx3_quants.
  *
  * Block layouts (bytes): Q4_0 18: d, qs[16]; Q4_1 20: d, m, qs[16]; Q5_0 22: d, qh[4], qs[16];
- * Q5_1 24: d, m, qh[4], qs[16]; Q8_0 34: d, qs[32]; Q8_1 36: d, s (fp16 of d * the sum of qs), qs[32]. qs byte j holds value j (low nibble) and j + 16;
+ * Q5_1 24: d, m, qh[4], qs[16]; Q8_0 34: d, qs[32]; Q8_1 36: d, s (fp16 of d * the sum of qs), qs[32].
+ * qs byte j holds value j (low nibble) and j + 16;
  * qh is a little-endian uint32 whose bit j is bit 4 of value j.
  *
  * ref: ggml/src/ggml-quants.c quantize_row_q{4_0,4_1,5_0,5_1,8_0,8_1}_ref, quantize_row_q{4_0,4_1,5_0,5_1}_impl,

@@ -85,8 +85,32 @@ def activation_tables(p: ActivationProfile, top: int = 10) -> list[Table]:
     return tables
 
 
+def _pm(value: float, unc: float, scale: float = 1.0, digits: int = 6, unit: str = "") -> str:
+    return f"{scale * value:.{digits}f} ± {scale * unc:.{digits}f}{unit}"
+
+
+def kld_file_table(r: ForwardResult) -> Table | None:
+    """llama-perplexity --kl-divergence's closing statistics of each variant against the --kld-base file."""
+    rows = []
+    for v in (r.base, *r.variants):
+        k = v.kld_file
+        if not k:
+            continue
+        rows.append((v.label, _pm(k["kld_mean"], k["kld_mean_unc"]), f"{k['kld_median']:.6f}", f"{k['kld_p99']:.6f}",
+                     f"{k['kld_max']:.6f}", _pm(k["same_top"], k["same_top_unc"], 100, 3, " %"),
+                     _pm(k["dp_rms"], k["dp_rms_unc"], 100, 3, " %"), f"{int(k['count'])}"))
+    if not rows:
+        return None
+    return Table(f"llama-perplexity --kl-divergence statistics against {r.options.get('kld_base')}",
+                 ("variant", "Mean KLD", "Median KLD", "99.0% KLD", "Maximum KLD", "Same top p", "RMS Δp", "tokens"),
+                 tuple(rows), "lrrrrrrr")
+
+
 def forward_tables(r: ForwardResult, top: int = 10) -> list[Table]:
     tables = [variants_table(r)]
+    kld = kld_file_table(r)
+    if kld is not None:
+        tables.append(kld)
     if r.activations is not None:
         tables += activation_tables(r.activations, top)
     if r.sensitivity:

@@ -321,3 +321,31 @@ def test_gguf_base_through_transformers_gguf_loader(gemma_gguf):
     q = r.variant("Q4_K_M")
     assert q.type_counts == {"F32": 109, "Q5_0": 81, "Q4_K": 27, "Q8_0": 10, "Q6_K": 9}
     assert q.kl.mean < 1e-4 and q.top1_agreement == 1.0
+
+
+def test_kld_base_file_round_trip_through_forward(tiny, tmp_path):
+    """--kld-base-out writes what llama-perplexity --kl-divergence-base writes for this model (its rows are the
+    base's own logits of each chunk's second half, encoded); --kld-base scores against it: the base itself to
+    within the uint16 quantization, a quantized variant far above that."""
+    from normscope.analysis.forward.kld import encode_log_probs, read_kld_base
+
+    path = tmp_path / "base.kld"
+    forward(tiny, tokens=8, ctx=32, activations=False, kld_base_out=path)
+    f = read_kld_base(path)
+    assert (f.n_ctx, f.n_vocab) == (32, 320) and f.n_chunk >= 2 and f.tokens[0] == 2
+    with open_model(tiny) as m:
+        tm = load_causal_lm(m.source)
+    with torch.inference_mode():
+        for chunk, rows in zip(f.chunks(2), f.rows()):
+            logits = tm(input_ids=torch.tensor([chunk]), use_cache=False).logits[0, 16:31].float().numpy()
+            np.testing.assert_array_equal(rows, encode_log_probs(logits)[0])
+    r = forward(tiny, schemes="Q2_K", tokens=8, ctx=32, activations=False, kld_base=path)
+    base, q = r.base.kld_file, r.variant("Q2_K").kld_file
+    assert base["count"] == q["count"] == 15 * f.n_chunk
+    assert base["kld_mean"] < 1e-5 and base["same_top"] == 1.0
+    assert q["kld_mean"] > 1000 * max(base["kld_mean"], 1e-9) and q["same_top"] < 1.0
+    jsonschema.validate(r.to_dict(), schema("forward"))
+    from normscope.report.forward import forward_terminal
+
+    text = forward_terminal(r, width=200)
+    assert "llama-perplexity --kl-divergence statistics against" in text and "Same top p" in text

@@ -101,7 +101,8 @@ def test_forward_writes_json_markdown_and_html(tmp_path, capsys):
     (["--sensitivity", "--sensitivity-by", "block"], "--sensitivity-by 'block'; valid: layer-role, layer, role"),
     (["--text", "/nonexistent/eval.txt"], "no such text file"),
     (["--runtime", "cuda"], "--runtime 'cuda'; valid: weights, llama.cpp"),
-], ids=["clip", "scheme", "groups", "text", "runtime"])
+    (["--kld-base", "/nonexistent/base.kld"], "/nonexistent/base.kld: no such file"),
+], ids=["clip", "scheme", "groups", "text", "runtime", "kld-base"])
 def test_forward_bad_options_are_one_line_and_exit_2(numpy_gemma, capsys, args, message):
     pytest.importorskip("torch", reason="forward needs the torch extra")
     code, out, err = run_cli(["forward", str(numpy_gemma), *args], capsys)
