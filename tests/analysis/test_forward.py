@@ -314,13 +314,14 @@ def test_a_recipe_runs_as_a_variant(tiny):
 
 def test_gguf_base_through_transformers_gguf_loader(gemma_gguf):
     """A GGUF base loads with transformers' GGUF loader (model and tokenizer); its Q4_K_M plan re-quantizes the
-    file's own values, so that variant is close to exact."""
+    file's own values, so that variant's weights are close to exact (what llama.cpp shows is its runtime's)."""
     r = forward(gemma_gguf, schemes="Q4_K_M", tokens=32, activations=False)
     assert r.source.format == "gguf" and r.text.bos and r.text.n_tokens == 32
     assert math.isfinite(r.base.perplexity)
     q = r.variant("Q4_K_M")
     assert q.type_counts == {"F32": 109, "Q5_0": 81, "Q4_K": 27, "Q8_0": 10, "Q6_K": 9}
-    assert q.kl.mean < 1e-4 and q.top1_agreement == 1.0
+    assert q.weights_kl.mean < 1e-4 and q.weights_top1_agreement == 1.0  # its weights are the file's
+    assert q.runtime == "llama.cpp" and q.kl.mean > 10 * q.weights_kl.mean  # llama.cpp's Q8 matmul inputs
 
 
 def test_kld_base_file_round_trip_through_forward(tiny, tmp_path):
