@@ -199,6 +199,9 @@ def test_runtime_reports_both_kls(tiny):
     jsonschema.validate(rt.to_dict(), schema("forward"))
     with pytest.raises(ConfigError, match="--runtime 'f16'"):
         forward(tiny, schemes="Q8_0", tokens=8, runtime="f16")
+    asked = forward(tiny, schemes="int4", tokens=8, activations=False, runtime="llama.cpp")
+    assert asked.variant("int4").runtime == "weights"
+    assert any(w.startswith("int4: not a llama.cpp type") for w in asked.warnings)
 
 
 # -- the real Gemma 3 270M ----------------------------------------------------------------------------

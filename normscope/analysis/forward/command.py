@@ -147,6 +147,9 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
     recipe_plans = _recipes(recipes)
     text_label, text_body = load_text(evaluation.text)
     warnings: list[str] = list(model.warnings)
+    if runtime == "llama.cpp":
+        warnings += [f"{s}: not a llama.cpp type, so no llama.cpp kernel runs it; scored on its weights alone "
+                     "(runtime weights)" for s in scheme_names if not is_gguf_scheme(s)]
     step = _progress(progress)
     with _torch_threads(torch, jobs):
         step("loading the base model")
