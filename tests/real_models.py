@@ -166,3 +166,145 @@ def junit_xsd() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# -- llama.cpp as the oracle of `forward --runtime llama.cpp` ----------------------------------------------
+
+def gemma_f32_gguf() -> Path:
+    """The Gemma GGUF with every tensor dequantized to F32 by gguf-py and its metadata copied with GGUFWriter
+    (file type ALL_F32): the unquantized base llama.cpp quantizes and runs, holding exactly the values
+    transformers' GGUF loader reads from the published file."""
+    target = cache_dir() / f"gemma-3-270m-f32-{GEMMA_SHA256[:12]}.gguf"
+    if target.is_file():
+        return target
+    import gguf
+    import numpy as np
+    from gguf.quants import dequantize
+
+    reader = gguf.GGUFReader(gemma_gguf())
+    fd, tmp_name = tempfile.mkstemp(prefix=".f32-", suffix=".gguf", dir=cache_dir())
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer = gguf.GGUFWriter(tmp, reader.fields["general.architecture"].contents())
+        for name, field in reader.fields.items():
+            if name.startswith("GGUF.") or name == "general.architecture":
+                continue
+            if name == "general.file_type":
+                writer.add_file_type(int(gguf.LlamaFileType.ALL_F32))
+                continue
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(name, field.contents(), vtype, sub)
+        for t in reader.tensors:
+            values = dequantize(t.data, t.tensor_type).astype(np.float32)
+            writer.add_tensor(t.name, values.reshape(tuple(int(n) for n in reversed(t.shape.tolist()))))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def gemma_llama_quantized(ftype: str) -> Path:
+    """The F32 Gemma GGUF quantized by llama.cpp itself (llama_model_quantize, no imatrix) to `ftype` (Q8_0, …)."""
+    import ctypes
+
+    import llama_cpp
+
+    src = gemma_f32_gguf()
+    target = cache_dir() / f"gemma-3-270m-llamacpp-{ftype.lower()}-{GEMMA_SHA256[:12]}-{llama_cpp.__version__}.gguf"
+    if target.is_file():
+        return target
+    fd, tmp_name = tempfile.mkstemp(prefix=".quant-", suffix=".gguf", dir=cache_dir())
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+        params.nthread = 2
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+        if rc != 0:
+            raise RuntimeError(f"llama_model_quantize {ftype} failed ({rc})")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def llama_logits(path: Path, windows: list[list[int]]):
+    """llama.cpp's float32 logits of each window (positions 0 … n-2, each predicting the next id), through
+    llama-cpp-python on 2 threads. The CPU's extra buffer types (the AMX repack) are off: they crash at decode
+    on this machine, and they only reorder the weights the same kernels read."""
+    import llama_cpp
+    import llama_cpp.llama as llama_module
+    import numpy as np
+
+    default = llama_module.llama_cpp.llama_model_default_params
+
+    def no_repack():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    llama_module.llama_cpp.llama_model_default_params = no_repack
+    try:
+        llm = llama_cpp.Llama(str(path), n_ctx=max(len(w) for w in windows), n_batch=512, logits_all=True,
+                              n_threads=2, verbose=False)
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = default
+    out = []
+    try:
+        for w in windows:
+            llm.reset()
+            llm.eval(w)
+            out.append(np.array(llm.scores[:len(w) - 1], dtype=np.float32))
+    finally:
+        llm.close()
+    return out
+
+
+ORACLE_VERSION = "v1"
+ORACLE_SCHEMES = ("Q8_0", "Q4_K_M", "Q2_K")
+ORACLE_TOKENS, ORACLE_CTX = 256, 129  # 2 windows of BOS + 128 ids of normscope's built-in text
+
+
+def llama_kl_oracle() -> dict:
+    """What llama.cpp measures for Gemma 3 270M, once, cached as a small JSON: its own quantizations of the F32
+    GGUF (ORACLE_SCHEMES) run against the F32 file on the windows `forward --tokens 256 --ctx 129` scores,
+    per token KL(P_F32 ‖ P_quant) (float64 log-softmax of llama.cpp's float32 logits) and top-1 agreement."""
+    import llama_cpp
+
+    target = cache_dir() / f"llama-kl-gemma-{GEMMA_SHA256[:12]}-{llama_cpp.__version__}-{ORACLE_VERSION}.json"
+    if target.is_file():
+        return json.loads(target.read_text())
+    import numpy as np
+    import torch
+
+    from normscope.analysis import open_model
+    from normscope.analysis.forward.load import load_tokenizer
+    from normscope.analysis.forward.text import load_text, windows
+
+    base = gemma_f32_gguf()
+    with open_model(base) as m:
+        tok = load_tokenizer(m.source, None)
+    ids = tok(load_text(None)[1], add_special_tokens=False)["input_ids"]
+    bos = tok.bos_token_id if tok("a", add_special_tokens=True)["input_ids"][:1] == [tok.bos_token_id] else None
+    wins = windows(ids, ORACLE_TOKENS, ORACLE_CTX, bos)  # what forward's token_windows makes
+    base_logits = llama_logits(base, wins)
+    doc = {"windows": wins, "schemes": {}}
+    for scheme in ORACLE_SCHEMES:
+        kl, agree = [], []
+        for lp_raw, lq_raw in zip(base_logits, llama_logits(gemma_llama_quantized(scheme), wins)):
+            lp = torch.log_softmax(torch.from_numpy(lp_raw).double(), -1)
+            lq = torch.log_softmax(torch.from_numpy(lq_raw).double(), -1)
+            kl += (lp.exp() * (lp - lq)).sum(-1).tolist()
+            agree += (lp.argmax(-1) == lq.argmax(-1)).tolist()
+        doc["schemes"][scheme] = {"kl": kl, "top1_agreement": float(np.mean(agree))}
+    partial = target.with_name(".partial-" + target.name)
+    partial.write_text(json.dumps(doc))
+    os.replace(partial, target)
+    return doc

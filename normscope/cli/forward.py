@@ -43,6 +43,14 @@ def forward(
                               ] = "layer-role",
     sensitivity_include: Annotated[list[str] | None, typer.Option("--sensitivity-include", help="Only tensors "
                                    "matching these globs form sensitivity groups.")] = None,
+    runtime: Annotated[str | None, typer.Option("--runtime", help="llama.cpp: each quantized matmul's input is also "
+                       "quantized as ggml-cpu's dot product does (Q8_0/Q8_1/Q8_K), the KL llama.cpp shows, with the "
+                       "weight-only KL beside it (default for llama.cpp schemes); weights: float32 inputs.")] = None,
+    kld_base_out: Annotated[Path | None, typer.Option("--kld-base-out", help="Write the base's log-probabilities "
+                            "as llama-perplexity --kl-divergence-base does (chunks of --ctx, default 512), for "
+                            "llama-perplexity --kl-divergence to score a real model against.")] = None,
+    kld_base: Annotated[Path | None, typer.Option("--kld-base", help="Score the base and every scheme variant "
+                        "against a llama-perplexity --kl-divergence-base file, with its statistics.")] = None,
     no_activations: Annotated[bool, typer.Option("--no-activations", help="Skip the activation profile.")] = False,
     arch: Arch = None,
     norm_convention: NormConventionOpt = None,
@@ -57,5 +65,6 @@ def forward(
                              clip_include=listify(clip_include), tensor_types=parse_tensor_types(tensor_type or []),
                              recipes=recipe or [], include_lm_head=include_lm_head, activations=not no_activations,
                              evaluation=evaluation, sensitivity=sens if sensitivity else False, arch=arch,
+                             runtime=runtime, kld_base_out=kld_base_out, kld_base=kld_base,
                              norm_convention=norm_convention, jobs=jobs, progress=progress)
     emit(result, out)

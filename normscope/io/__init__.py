@@ -1,7 +1,7 @@
 """Everything that touches bytes: safetensors shards, GGUF, the HF hub and cache, the embedded example,
 quantized packs and LoRA adapters (read as dequantized / merged weights)."""
 
-from .atomic import write_bytes_atomic, write_text_atomic
+from .atomic import atomic_writer, write_bytes_atomic, write_text_atomic
 from .checkpoint import DEFAULT_CHUNK_ELEMENTS, Checkpoint, TensorEntry
 from .embedded import DEFAULT_EXAMPLE, default_cache_dir, example_path
 from .gguf_file import GGUFCheckpoint
@@ -18,6 +18,7 @@ __all__ = [
     "PACKS", "PackedCheckpoint", "SafetensorsCheckpoint", "TensorEntry", "TorchCheckpoint", "apply_adapter",
     "default_cache_dir",
     "example_path", "open_path", "wrap_pack",
-    "open_source", "parse_hub_id", "read_header", "resolve_hub", "write_bytes_atomic", "write_text_atomic",
+    "atomic_writer", "open_source", "parse_hub_id", "read_header", "resolve_hub", "write_bytes_atomic",
+    "write_text_atomic",
     "StagedDirectory", "copy_file", "encode", "rewrite_safetensors", "verify_file",
 ]

@@ -7,14 +7,17 @@ symbolic link is written through: its target is replaced atomically, and the lin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import OutputError
 
-__all__ = ["write_text_atomic", "write_bytes_atomic"]
+__all__ = ["write_text_atomic", "write_bytes_atomic", "atomic_writer"]
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
@@ -68,6 +71,52 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path | str) -> Iterator[BinaryIO]:
+    """A binary file to stream into: on leaving the block it replaces `path` as a whole (the rules of
+    `write_bytes_atomic`), so output larger than memory is written a piece at a time; an exception leaves
+    `path` as it was.
+
+    Raises:
+        OutputError: as write_bytes_atomic.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file name")
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write here ({e.strerror})") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        try:
+            f = open(target, "wb")  # noqa: SIM115  (a device or FIFO, written in place)
+        except OSError as e:
+            raise OutputError(f"{path}: cannot write here ({e.strerror})") from None
+        with f:
+            yield f
+        return
+    if not target.parent.is_dir():
+        raise OutputError(f"{path}: directory {target.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write here ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _write_in_place(path: Path, target: Path, data: bytes) -> None:

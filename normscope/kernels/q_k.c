@@ -1,4 +1,5 @@
-/* The k-quants: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, super-blocks of 256 values.
+/* The k-quants: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, super-blocks of 256 values; and Q8_K, the activation type
+ * ggml-cpu's dot products pair with the k-quants, IQ and ternary types (NS_ACT_QTYPES, never a weight type).
  *
  * Without importance weights each follows quantize_row_*_ref; with them quantize_row_*_impl, as
  * ggml_quantize_chunk does (quantize_q*_K picks one or the other on imatrix == NULL). The weighted
@@ -11,8 +12,9 @@
  *   Q4_K 144: d at 0, dmin, scales[12] (8 scales + 8 mins, 6 bits), qs[128] (4 bits)
  *   Q5_K 176: d at 0, dmin, scales[12], qh[32] (bit 4), qs[128] (bits 0-3)
  *   Q6_K 210: ql[128] (bits 0-3), qh[64] (bits 4-5), scales[16] (int8), d at 208
+ *   Q8_K 292: d (float32) at 0, qs[256] (int8), bsums[16] (int16: sums of 16 levels)
  *
- * ref: ggml/src/ggml-quants.c quantize_row_q{2,3,4,5,6}_K_ref, quantize_row_q{2,3,4,5,6}_K_impl,
+ * ref: ggml/src/ggml-quants.c quantize_row_q{2,3,4,5,6,8}_K_ref, quantize_row_q{2,3,4,5,6}_K_impl,
  *      quantize_q{2,3,4,5,6}_K, dequantize_row_q{2,3,4,5,6}_K, get_scale_min_k4.
  */
 #include "qsearch.h"
@@ -528,4 +530,57 @@ const ns_qtype NS_QTYPE_Q3_K = {"Q3_K", 11, QK_K, Q3_K_SIZE, NS_IMATRIX_USED, 10
 const ns_qtype NS_QTYPE_Q4_K = {"Q4_K", 12, QK_K, Q4_K_SIZE, NS_IMATRIX_USED, 0, quantize_q4_K, dequantize_q4_K, NULL};
 const ns_qtype NS_QTYPE_Q5_K = {"Q5_K", 13, QK_K, Q5_K_SIZE, NS_IMATRIX_USED, 0, quantize_q5_K, dequantize_q5_K, NULL};
 const ns_qtype NS_QTYPE_Q6_K = {"Q6_K", 14, QK_K, Q6_K_SIZE, NS_IMATRIX_USED, 208, quantize_q6_K, dequantize_q6_K,
+                                NULL};
+
+/* ---- Q8_K (quantize_row_q8_K_ref): the value of largest |x| (first on ties, NaN skipped) sets
+ * iscale = -127 / max; levels MIN(127, nearest_int(iscale * x)); d = 1 / iscale as float32. An all-zero
+ * block stores d = 0 and zero levels (ggml leaves its bsums unwritten; normscope writes zeros). */
+enum { Q8_K_SIZE = 4 + QK_K + QK_K / 16 * 2 };
+
+static int quantize_q8_K(const float *x, uint8_t *y, int64_t n, const float *qw) {
+    (void)qw;
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, y += Q8_K_SIZE) {
+        float max = 0.0f, amax = 0.0f;
+        for (int j = 0; j < QK_K; j++) {
+            const float ax = fabsf(x[j]);
+            if (ax > amax) {
+                amax = ax;
+                max = x[j];
+            }
+        }
+        int8_t q[QK_K];
+        int16_t bsums[QK_K / 16];
+        float d = 0.0f;
+        if (!amax) {
+            memset(q, 0, sizeof q);
+            memset(bsums, 0, sizeof bsums);
+        } else {
+            const float iscale = -127.0f / max;
+            for (int j = 0; j < QK_K; j++)
+                q[j] = (int8_t)MIN(127, ns_nearest_int(iscale * x[j]));
+            for (int j = 0; j < QK_K / 16; j++) {
+                int sum = 0;
+                for (int i = 0; i < 16; i++)
+                    sum += q[j * 16 + i];
+                bsums[j] = (int16_t)sum;
+            }
+            d = 1.0f / iscale;
+        }
+        memcpy(y, &d, 4);
+        memcpy(y + 4, q, QK_K);
+        memcpy(y + 4 + QK_K, bsums, sizeof bsums);
+    }
+    return 0;
+}
+
+static void dequantize_q8_K(const uint8_t *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK_K; b++, x += Q8_K_SIZE, y += QK_K) {
+        float d;
+        memcpy(&d, x, 4);
+        for (int j = 0; j < QK_K; j++)
+            y[j] = d * (float)(int8_t)x[4 + j];
+    }
+}
+
+const ns_qtype NS_QTYPE_Q8_K = {"Q8_K", 15, QK_K, Q8_K_SIZE, NS_IMATRIX_IGNORED, -1, quantize_q8_K, dequantize_q8_K,
                                 NULL};

@@ -1,4 +1,5 @@
-/* The legacy 32-value block types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
+/* The legacy 32-value block types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and Q8_1, the activation partner of
+ * Q4_1/Q5_1 in ggml-cpu's dot products (an activation type: NS_ACT_QTYPES, never a weight type).
  *
  * Without importance weights the quantize_row_*_ref algorithms; with them (all but Q8_0, which ignores
  * them) quantize_row_*_impl: value j of the row weighs qw[j] * sqrt(sigma2 + x[j]^2), sigma2 the mean of
@@ -6,10 +7,11 @@
  * (Q4_1, Q5_1) with make_qkx3_quants.
  *
  * Block layouts (bytes): Q4_0 18: d, qs[16]; Q4_1 20: d, m, qs[16]; Q5_0 22: d, qh[4], qs[16];
- * Q5_1 24: d, m, qh[4], qs[16]; Q8_0 34: d, qs[32]. qs byte j holds value j (low nibble) and j + 16;
+ * Q5_1 24: d, m, qh[4], qs[16]; Q8_0 34: d, qs[32]; Q8_1 36: d, s (fp16 of d * the sum of qs), qs[32].
+ * qs byte j holds value j (low nibble) and j + 16;
  * qh is a little-endian uint32 whose bit j is bit 4 of value j.
  *
- * ref: ggml/src/ggml-quants.c quantize_row_q{4_0,4_1,5_0,5_1,8_0}_ref, quantize_row_q{4_0,4_1,5_0,5_1}_impl,
+ * ref: ggml/src/ggml-quants.c quantize_row_q{4_0,4_1,5_0,5_1,8_0,8_1}_ref, quantize_row_q{4_0,4_1,5_0,5_1}_impl,
  *      quantize_q{4_0,4_1,5_0,5_1,8_0}, dequantize_row_q{4_0,4_1,5_0,5_1,8_0}.
  */
 #include <float.h>
@@ -296,6 +298,25 @@ static int quantize_q8_0(const float *x, uint8_t *y, int64_t n, const float *qw)
     return 0;
 }
 
+/* ---- Q8_1: Q8_0's levels, plus s = fp16(d * sum of the levels) (quantize_row_q8_1_ref) --------------- */
+
+static int quantize_q8_1(const float *x, uint8_t *y, int64_t n, const float *qw) {
+    (void)qw;
+    for (int64_t b = 0; b < n / QK; b++, x += QK, y += 4 + QK) {
+        const float d = q8_amax(x) / 127.0f, id = d ? 1.0f / d : 0.0f;
+        int8_t q[QK];
+        int sum = 0;
+        for (int j = 0; j < QK; j++) {
+            q[j] = (int8_t)round_away(x[j] * id);
+            sum += q[j];
+        }
+        ns_put_fp16(y, d);
+        ns_put_fp16(y + 2, (float)sum * d);
+        memcpy(y + 4, q, QK);
+    }
+    return 0;
+}
+
 /* ---- dequantize --------------------------------------------------------------------------------------- */
 
 /* The 32 levels of a block: qs byte j holds levels j (low nibble) and j + 16 (high); bit j of the
@@ -358,8 +379,18 @@ static void dequantize_q8_0(const uint8_t *x, float *y, int64_t n) {
     }
 }
 
+/* ggml's dequantize for Q8_1 is d * qs (s only serves the dot product's min term). */
+static void dequantize_q8_1(const uint8_t *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK; b++, x += 4 + QK, y += QK) {
+        const float d = ns_get_fp16(x);
+        for (int j = 0; j < QK; j++)
+            y[j] = (float)(int8_t)x[4 + j] * d;
+    }
+}
+
 const ns_qtype NS_QTYPE_Q4_0 = {"Q4_0", 2, QK, 18, NS_IMATRIX_USED, 0, quantize_q4_0, dequantize_q4_0, NULL};
 const ns_qtype NS_QTYPE_Q4_1 = {"Q4_1", 3, QK, 20, NS_IMATRIX_USED, 0, quantize_q4_1, dequantize_q4_1, NULL};
 const ns_qtype NS_QTYPE_Q5_0 = {"Q5_0", 6, QK, 22, NS_IMATRIX_USED, 0, quantize_q5_0, dequantize_q5_0, NULL};
 const ns_qtype NS_QTYPE_Q5_1 = {"Q5_1", 7, QK, 24, NS_IMATRIX_USED, 0, quantize_q5_1, dequantize_q5_1, NULL};
 const ns_qtype NS_QTYPE_Q8_0 = {"Q8_0", 8, QK, 2 + QK, NS_IMATRIX_IGNORED, 0, quantize_q8_0, dequantize_q8_0, NULL};
+const ns_qtype NS_QTYPE_Q8_1 = {"Q8_1", 9, QK, 4 + QK, NS_IMATRIX_IGNORED, 0, quantize_q8_1, dequantize_q8_1, NULL};

@@ -23,6 +23,13 @@ static const ns_qtype *lookup(const char *name, int *index, int need_init) {
             return t;
         }
     }
+    for (int i = 0; i < NS_N_ACT_QTYPES; i++) {  /* activation types: no tables to set up */
+        if (strcmp(NS_ACT_QTYPES[i]->name, name) == 0) {
+            if (index)
+                *index = -1;
+            return NS_ACT_QTYPES[i];
+        }
+    }
     PyObject *names = PyList_New(0);
     for (int i = 0; names && i < NS_N_QTYPES; i++) {
         PyObject *s = PyUnicode_FromString(NS_QTYPES[i]->name);
@@ -107,11 +114,10 @@ const char ns_py_qtypes_doc[] =
     "(0 ignored, 1 used, 2 required), byte offset of the fp16 block scale or -1, whether it needs\n"
     "`init_type` with its grid first) per type.";
 
-PyObject *ns_py_qtypes(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
-    PyObject *out = PyList_New(NS_N_QTYPES);
-    for (int i = 0; out && i < NS_N_QTYPES; i++) {
-        const ns_qtype *t = NS_QTYPES[i];
+static PyObject *table_rows(const ns_qtype *const *table, int n) {
+    PyObject *out = PyList_New(n);
+    for (int i = 0; out && i < n; i++) {
+        const ns_qtype *t = table[i];
         PyObject *row = Py_BuildValue("(siiiiii)", t->name, t->ggml_type, t->block_size, t->type_size, t->imatrix,
                                       t->scale_offset, t->init != NULL);
         if (!row) {
@@ -121,6 +127,21 @@ PyObject *ns_py_qtypes(PyObject *self, PyObject *unused) {
         PyList_SET_ITEM(out, i, row);
     }
     return out;
+}
+
+PyObject *ns_py_qtypes(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return table_rows(NS_QTYPES, NS_N_QTYPES);
+}
+
+const char ns_py_act_qtypes_doc[] =
+    "act_qtypes() -> list[tuple]\n--\n\n"
+    "The activation types (Q8_1, Q8_K), rows as qtypes(): what ggml-cpu quantizes a matmul's input to for\n"
+    "some weight types' dot products. `quantize` and `dequantize` take them; no weight is stored in them.";
+
+PyObject *ns_py_act_qtypes(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return table_rows(NS_ACT_QTYPES, NS_N_ACT_QTYPES);
 }
 
 const char ns_py_quantize_doc[] =

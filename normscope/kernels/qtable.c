@@ -26,9 +26,21 @@ const ns_qtype *const NS_QTYPES[] = {
 };
 const int NS_N_QTYPES = (int)(sizeof NS_QTYPES / sizeof NS_QTYPES[0]);
 
+/* Activation types: what ggml-cpu quantizes a matmul's input to for the weight type's dot product
+ * (type_traits_cpu[].vec_dot_type). No weight is stored in them: `qtypes()` lists NS_QTYPES only, and
+ * quantize/dequantize find these too. Q8_0, also an activation type, is a weight type above. */
+extern const ns_qtype NS_QTYPE_Q8_1;                                                      /* q_legacy.c */
+extern const ns_qtype NS_QTYPE_Q8_K;                                                      /* q_k.c */
+
+const ns_qtype *const NS_ACT_QTYPES[] = {&NS_QTYPE_Q8_1, &NS_QTYPE_Q8_K};
+const int NS_N_ACT_QTYPES = (int)(sizeof NS_ACT_QTYPES / sizeof NS_ACT_QTYPES[0]);
+
 const ns_qtype *ns_qtype_find(const char *name) {
     for (int i = 0; i < NS_N_QTYPES; i++)
         if (strcmp(NS_QTYPES[i]->name, name) == 0)
             return NS_QTYPES[i];
+    for (int i = 0; i < NS_N_ACT_QTYPES; i++)
+        if (strcmp(NS_ACT_QTYPES[i]->name, name) == 0)
+            return NS_ACT_QTYPES[i];
     return NULL;
 }

@@ -42,6 +42,8 @@ typedef struct {
 
 extern const ns_qtype *const NS_QTYPES[];
 extern const int NS_N_QTYPES;
+extern const ns_qtype *const NS_ACT_QTYPES[]; /* activation types (Q8_1, Q8_K): quantize/dequantize only */
+extern const int NS_N_ACT_QTYPES;
 const ns_qtype *ns_qtype_find(const char *name);
 
 /* ---- helpers every family uses (ggml-impl.h's conversions, bit for bit) ---------------------------- */

@@ -25,21 +25,34 @@ def forward_header(r: ForwardResult) -> list[str]:
     return [f"source: {r.source.spec or r.source.path} ({r.source.format})",
             f"architecture: {r.architecture} · {count(t.n_tokens)} tokens scored in {t.n_windows} window(s) of ≤ "
             f"{t.window} ({'BOS first' if t.bos else 'no BOS'}) · text: {t.source}",
-            "KL(P_base ‖ P_variant) per token in nats (natural log), as llama-perplexity --kl-divergence"]
+            "KL(P_base ‖ P_variant) per token in nats (natural log), as llama-perplexity --kl-divergence",
+            _runtime_line(r)]
+
+
+def _runtime_line(r: ForwardResult) -> str:
+    """Which runtime the KLs are under (the default: llama.cpp's for llama.cpp schemes)."""
+    runtimes = {v.runtime for v in r.variants if v.kind == "scheme"} | {g.runtime for g in r.sensitivity}
+    if "llama.cpp" in runtimes:
+        return ("runtime: llama.cpp (each quantized matmul's input quantized as ggml-cpu does: Q8_0, Q8_1 or Q8_K "
+                "blocks); KL weights: the quantized weights with float32 inputs")
+    return "runtime: weights (quantized weights, float32 inputs" + (
+        "; --runtime llama.cpp models llama.cpp's quantized matmul inputs)" if r.options.get("runtime") == "weights"
+        else ")")
 
 
 def _variant_row(v: ForwardVariant) -> tuple[str, ...]:
     kl = v.kl
     return (v.label, v.kind, size(v.nbytes) if v.nbytes is not None else "—",
             num(v.bits_per_weight, 4) if v.bits_per_weight is not None else "—", f"{v.perplexity:.4g}",
-            _kl(kl.mean if kl else None), _kl(kl.p99 if kl else None), _kl(kl.max if kl else None),
-            _pct(v.top1_agreement), _pct(v.rms_dp))
+            _kl(kl.mean if kl else None), _kl(v.weights_kl.mean if v.weights_kl else None),
+            _kl(kl.p99 if kl else None), _kl(kl.max if kl else None), _pct(v.top1_agreement), _pct(v.rms_dp))
 
 
 def variants_table(r: ForwardResult) -> Table:
     return Table("Variants against the base on the same tokens",
-                 ("variant", "kind", "size", "bpw", "PPL", "KL mean", "KL p99", "KL max", "top-1 agree", "RMS Δp"),
-                 tuple(_variant_row(v) for v in (r.base, *r.variants)), "llrrrrrrrr")
+                 ("variant", "kind", "size", "bpw", "PPL", "KL mean", "KL weights", "KL p99", "KL max", "top-1 agree",
+                  "RMS Δp"),
+                 tuple(_variant_row(v) for v in (r.base, *r.variants)), "llrrrrrrrrr")
 
 
 def activation_tables(p: ActivationProfile, top: int = 10) -> list[Table]:
@@ -72,17 +85,43 @@ def activation_tables(p: ActivationProfile, top: int = 10) -> list[Table]:
     return tables
 
 
+def _pm(value: float, unc: float, scale: float = 1.0, digits: int = 6, unit: str = "") -> str:
+    return f"{scale * value:.{digits}f} ± {scale * unc:.{digits}f}{unit}"
+
+
+def kld_file_table(r: ForwardResult) -> Table | None:
+    """llama-perplexity --kl-divergence's closing statistics of each variant against the --kld-base file."""
+    rows = []
+    for v in (r.base, *r.variants):
+        k = v.kld_file
+        if not k:
+            continue
+        rows.append((v.label, _pm(k["kld_mean"], k["kld_mean_unc"]), f"{k['kld_median']:.6f}", f"{k['kld_p99']:.6f}",
+                     f"{k['kld_max']:.6f}", _pm(k["same_top"], k["same_top_unc"], 100, 3, " %"),
+                     _pm(k["dp_rms"], k["dp_rms_unc"], 100, 3, " %"), f"{int(k['count'])}"))
+    if not rows:
+        return None
+    return Table(f"llama-perplexity --kl-divergence statistics against {r.options.get('kld_base')}",
+                 ("variant", "Mean KLD", "Median KLD", "99.0% KLD", "Maximum KLD", "Same top p", "RMS Δp", "tokens"),
+                 tuple(rows), "lrrrrrrr")
+
+
 def forward_tables(r: ForwardResult, top: int = 10) -> list[Table]:
     tables = [variants_table(r)]
+    kld = kld_file_table(r)
+    if kld is not None:
+        tables.append(kld)
     if r.activations is not None:
         tables += activation_tables(r.activations, top)
     if r.sensitivity:
         sens = r.sensitivity[:top]
         tables.append(Table(f"Sensitivity: one group quantized with {r.sensitivity_scheme} at a time (top {len(sens)} "
                             f"of {len(r.sensitivity)} by mean KL)",
-                            ("group", "types", "parameters", "KL mean", "KL p99", "KL max", "top-1 agree"),
-                            tuple((g.group, ", ".join(g.types), count(g.params), _kl(g.kl.mean), _kl(g.kl.p99),
-                                   _kl(g.kl.max), _pct(g.top1_agreement)) for g in sens), "llrrrrr"))
+                            ("group", "types", "parameters", "KL mean", "KL weights", "KL p99", "KL max",
+                             "top-1 agree"),
+                            tuple((g.group, ", ".join(g.types), count(g.params), _kl(g.kl.mean),
+                                   _kl(g.weights_kl.mean if g.weights_kl else None), _kl(g.kl.p99), _kl(g.kl.max),
+                                   _pct(g.top1_agreement)) for g in sens), "llrrrrrr"))
     return tables
 
 

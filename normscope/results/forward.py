@@ -11,7 +11,7 @@ from .common import SourceInfo
 __all__ = ["FORWARD_SCHEMA_VERSION", "KLStats", "ForwardVariant", "EvalText", "MassiveChannel", "LayerActivations",
            "SuperWeightCheck", "OverflowSite", "ActivationProfile", "GroupSensitivity", "ForwardResult"]
 
-FORWARD_SCHEMA_VERSION = "1.0"
+FORWARD_SCHEMA_VERSION = "1.1"  # 1.1: runtime, weights_kl, weights_top1_agreement, kld_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +47,14 @@ class ForwardVariant(ResultBase):
     source: str | None = None  # loaded models: what was asked
     scheme: str | None = None  # scheme variants: the scheme
     notes: tuple[str, ...] = ()
+    # "llama.cpp": each quantized matmul's input quantized as ggml-cpu does (kl is what llama.cpp shows);
+    # "weights": the quantized weights times float32 inputs
+    runtime: str = "weights"
+    weights_kl: KLStats | None = None  # runtime llama.cpp: the weight-only KL (what the weights alone cost)
+    weights_top1_agreement: float | None = None
+    # --kld-base: llama-perplexity --kl-divergence's statistics against the base file (kld_mean, kld_mean_unc,
+    # kld_median, kld_p99, …, same_top, same_top_unc, dp_rms, …), computed as llama.cpp computes them
+    kld_file: dict[str, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +157,9 @@ class GroupSensitivity(ResultBase):
     params: int
     kl: KLStats
     top1_agreement: float
+    runtime: str = "weights"  # as ForwardVariant.runtime
+    weights_kl: KLStats | None = None
+    weights_top1_agreement: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

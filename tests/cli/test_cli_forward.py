@@ -83,7 +83,11 @@ def test_forward_writes_json_markdown_and_html(tmp_path, capsys):
         "layers.0", "layers.1", "embedding"}
     md = (tmp_path / "f.md").read_text()
     assert md.startswith("## normscope forward")
-    assert "| variant | kind | size | bpw | PPL | KL mean | KL p99 | KL max | top-1 agree | RMS Δp |" in md
+    assert ("| variant | kind | size | bpw | PPL | KL mean | KL weights | KL p99 | KL max | top-1 agree | RMS Δp |"
+            in md)
+    assert "runtime: llama.cpp (each quantized matmul's input quantized as ggml-cpu does" in md
+    assert [v["runtime"] for v in doc["variants"]] == ["llama.cpp", "llama.cpp", "weights"]
+    assert all(g["runtime"] == "llama.cpp" and g["weights_kl"]["n"] == 48 for g in doc["sensitivity"])
     html = (tmp_path / "f.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "Forward check" in html and "Sensitivity" in html
     assert_self_contained(html)
@@ -96,7 +100,9 @@ def test_forward_writes_json_markdown_and_html(tmp_path, capsys):
     (["-s", "Q9_K"], "unknown scheme 'Q9_K'"),
     (["--sensitivity", "--sensitivity-by", "block"], "--sensitivity-by 'block'; valid: layer-role, layer, role"),
     (["--text", "/nonexistent/eval.txt"], "no such text file"),
-], ids=["clip", "scheme", "groups", "text"])
+    (["--runtime", "cuda"], "--runtime 'cuda'; valid: weights, llama.cpp"),
+    (["--kld-base", "/nonexistent/base.kld"], "/nonexistent/base.kld: no such file"),
+], ids=["clip", "scheme", "groups", "text", "runtime", "kld-base"])
 def test_forward_bad_options_are_one_line_and_exit_2(numpy_gemma, capsys, args, message):
     pytest.importorskip("torch", reason="forward needs the torch extra")
     code, out, err = run_cli(["forward", str(numpy_gemma), *args], capsys)

@@ -128,3 +128,22 @@ def test_cli_json_to_a_fifo_and_through_a_symlink(tiny, tmp_path, capsys):
     code, out, err = run_cli(["analyze", tiny, "-q", "--md", tmp_path / "latest.md"], capsys)
     assert (code, err) == (0, "") and _kind(tmp_path / "latest.md") == stat.S_IFLNK
     assert (tmp_path / "r.md").read_text().startswith("## normscope analyze")
+
+
+def test_atomic_writer_streams_and_leaves_the_old_file_on_error(tmp_path):
+    from normscope.io import atomic_writer
+
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_writer(target) as f:
+            f.write(b"new part")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    with atomic_writer(target) as f:
+        for piece in (b"a" * 10, b"b" * 5):
+            f.write(piece)
+    assert target.read_bytes() == b"a" * 10 + b"b" * 5
+    with pytest.raises(OutputError, match="does not exist"):
+        with atomic_writer(tmp_path / "missing" / "x.bin"):
+            pass

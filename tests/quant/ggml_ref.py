@@ -90,3 +90,43 @@ def adversarial(seed: int = 0) -> np.ndarray:
         rng.normal(0, 40000, 1024),                      # near fp16 overflow of the scales
     ]
     return np.stack(rows).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _cpu_lib() -> ctypes.CDLL:
+    """libggml-cpu: the CPU backend's type traits and the activation quantizers its matmul calls."""
+    spec = importlib.util.find_spec("llama_cpp")
+    path = next((Path(spec.origin).parent / "lib").glob("libggml-cpu.so*"))
+    lib = ctypes.CDLL(str(path))
+    lib.ggml_get_type_traits_cpu.restype = ctypes.POINTER(_CpuTraits)
+    lib.ggml_get_type_traits_cpu.argtypes = [ctypes.c_int]
+    return lib
+
+
+class _CpuTraits(ctypes.Structure):
+    # ggml-cpu.h struct ggml_type_traits_cpu
+    _fields_ = [("from_float", ctypes.c_void_p), ("vec_dot", ctypes.c_void_p), ("vec_dot_type", ctypes.c_int),
+                ("nrows", ctypes.c_int64)]
+
+
+def ggml_vec_dot_type(type_name: str) -> str:
+    """The type ggml-cpu converts a matmul's input to for weights of `type_name` (type_traits_cpu)."""
+    t = _cpu_lib().ggml_get_type_traits_cpu(int(gguf.GGMLQuantizationType[type_name])).contents
+    return gguf.GGMLQuantizationType(t.vec_dot_type).name
+
+
+def ggml_quantize_row(x: np.ndarray, function: str, block: int, size: int, runtime: bool = False) -> np.ndarray:
+    """Rows of `x` through one of ggml's row quantizers by name: `quantize_row_q8_K_ref` from libggml-base (the
+    reference), or with `runtime` the CPU backend's own (`quantize_row_q8_K`, what ggml's mul_mat calls)."""
+    lib = _cpu_lib() if runtime else _lib()
+    fn = getattr(lib, function)
+    fn.restype = None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.zeros((x.shape[0], x.shape[1] // block * size), np.uint8)
+    for r in range(x.shape[0]):  # row by row, as mul_mat converts its input
+        row = np.ascontiguousarray(x[r])
+        dst = np.zeros(out.shape[1], np.uint8)
+        fn(row.ctypes.data, dst.ctypes.data, x.shape[1])
+        out[r] = dst
+    return out

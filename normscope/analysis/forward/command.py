@@ -25,16 +25,18 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...io import DEFAULT_CHUNK_ELEMENTS
-from ...quant import parse_schemes
+from ...quant import is_gguf_scheme, parse_schemes
 from ...results import EvalText, ForwardResult, ForwardVariant, NormConvention, ProgressFn
 from ..engine.clipping import check_percentile
 from ..engine.model import Model, open_model
 from ..engine.workers import Executor, resolve_jobs
+from .kld import kld_chunks, read_kld_base, score_model_kld, write_model_kld_base
 from .load import load_causal_lm, load_tokenizer, require_torch
 from .metrics import Scores, score_base
 from .notes import forward_notes
 from .options import DEFAULT_TOKENS, Evaluation, Sensitivity
 from .run import Run, base_pass, clip_variants, loaded_variant, score, token_texts, token_windows
+from .runtime import RuntimeHooks, check_runtime, runtime_of
 from .sensitivity import SENSITIVITY_BY, run_sensitivity
 from .text import load_text
 from .variants import PlannedVariant, plan_quantized, variant_size
@@ -58,6 +60,7 @@ def forward(base: str | Path | None = None, variants: Sequence[str | Path] = (),
             clip: float | Sequence[float] | None = None, clip_include: Sequence[str] = (),
             tensor_types: Sequence[tuple[str, str]] = (), recipes: Sequence[Any] = (), include_lm_head: bool = False,
             activations: bool = True, evaluation: Evaluation | None = None, sensitivity: bool | Sensitivity = False,
+            runtime: str | None = None, kld_base_out: str | Path | None = None, kld_base: str | Path | None = None,
             text: str | Path | None = None, tokens: int | None = None, ctx: int | None = None,
             tokenizer: str | Path | None = None, sensitivity_scheme: str | None = None,
             sensitivity_by: str | None = None, sensitivity_include: Sequence[str] = ()) -> ForwardResult:
@@ -74,6 +77,15 @@ def forward(base: str | Path | None = None, variants: Sequence[str | Path] = (),
         recipes: `recipe` results (or their JSON documents, or paths to them): each a variant quantized with
             its reference file type and its tensor types.
         include_lm_head: quantize an untied lm_head under simulated schemes.
+        runtime: "llama.cpp" (the default for llama.cpp schemes and recipes): each quantized matmul's input is
+            also quantized as ggml-cpu's dot product does (Q8_0, Q8_1 or Q8_K blocks), so a variant's `kl` is
+            what llama.cpp shows, and `weights_kl` what the weights alone cost; "weights": quantized weights
+            times float32 inputs only. Simulated schemes (int4, fp8, …) always run "weights".
+        kld_base_out: write the base's log-probabilities as `llama-perplexity --kl-divergence-base` does
+            (the text's tokens in chunks of `ctx`, default 512; the second half of each chunk scored), for
+            `llama-perplexity --kl-divergence` to score a real llama.cpp model against normscope's base.
+        kld_base: a file llama-perplexity (or `kld_base_out`) wrote: the base and every scheme variant are
+            scored against it on its own tokens, with llama.cpp's statistics (`ForwardVariant.kld_file`).
         activations: record the activation profile on the base pass.
         evaluation: the text, token count, window and tokenizer (an `Evaluation`); `text=`, `tokens=`,
             `ctx=` and `tokenizer=` are shorthands for its fields.
@@ -103,7 +115,8 @@ def forward(base: str | Path | None = None, variants: Sequence[str | Path] = (),
         return forward_model(model, variants, chunk_elements=chunk_elements, progress=progress, jobs=jobs,
                              executor=executor, schemes=schemes, clip=clip, clip_include=clip_include,
                              tensor_types=tensor_types, recipes=recipes, include_lm_head=include_lm_head,
-                             activations=activations, evaluation=evaluation, sensitivity=sens,
+                             activations=activations, evaluation=evaluation, sensitivity=sens, runtime=runtime,
+                             kld_base_out=kld_base_out, kld_base=kld_base,
                              open_args=dict(arch=arch, norm_convention=norm_convention, token=token,
                                             cache_dir=cache_dir))
 
@@ -114,7 +127,9 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
                   clip: float | Sequence[float] | None = None, clip_include: Sequence[str] = (),
                   tensor_types: Sequence[tuple[str, str]] = (), recipes: Sequence[Any] = (),
                   include_lm_head: bool = False, activations: bool = True, evaluation: Evaluation | None = None,
-                  sensitivity: Sensitivity | None = None, open_args: dict[str, Any] | None = None) -> ForwardResult:
+                  sensitivity: Sensitivity | None = None, runtime: str | None = None,
+                  kld_base_out: str | Path | None = None, kld_base: str | Path | None = None,
+                  open_args: dict[str, Any] | None = None) -> ForwardResult:
     """`forward` on an already open model (the base); `open_args` are open_model's arguments for the loaded
     variants (default: none)."""
     torch, _ = require_torch()
@@ -122,6 +137,8 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
         raise ConfigError(f"forward runs its model in this process: executor {Executor(executor).value!r} is not "
                           "supported; use \"thread\"")
     evaluation = evaluation or Evaluation()
+    runtime = check_runtime(runtime)
+    kld_file = read_kld_base(kld_base) if kld_base is not None else None
     scheme_names = parse_schemes(schemes) if (schemes and (not isinstance(schemes, str) or schemes.strip())) else []
     clips = _clip_values(clip)
     sens_scheme = (sensitivity.scheme or (scheme_names[0] if scheme_names else "Q4_K_M")) if sensitivity else None
@@ -130,6 +147,9 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
     recipe_plans = _recipes(recipes)
     text_label, text_body = load_text(evaluation.text)
     warnings: list[str] = list(model.warnings)
+    if runtime == "llama.cpp":
+        warnings += [f"{s}: not a llama.cpp type, so no llama.cpp kernel runs it; scored on its weights alone "
+                     "(runtime weights)" for s in scheme_names if not is_gguf_scheme(s)]
     step = _progress(progress)
     with _torch_threads(torch, jobs):
         step("loading the base model")
@@ -143,9 +163,16 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
         for lg, t in zip(run.base_logits, run.targets):
             score_base(lg, t, base_scores)
         base_nll, base_p = base_scores.cat("nll"), base_scores.cat("p_target")
+        bos_id = tok.bos_token_id if bos else None
+        if kld_base_out is not None:
+            step("writing the KL-divergence base file")
+            n_ctx = evaluation.ctx or 512  # llama-perplexity's default context
+            kld_tokens, chunks = kld_chunks(tok(text_body, add_special_tokens=False)["input_ids"], n_ctx, bos_id)
+            write_model_kld_base(torch, tm, kld_base_out, kld_tokens, chunks, n_ctx)
+        kld_of = functools.partial(score_model_kld, torch, tm, kld_file, bos_id) if kld_file is not None else None
         base_variant = ForwardVariant("base", "base", f"{model.source.spec or model.source.path}",
                                       float(np.exp(base_nll.mean())), float(base_nll.mean()), None, None, None, None,
-                                      0)
+                                      0, kld_file=kld_of() if kld_of else None)
         compare = functools.partial(score, run, base_nll=base_nll, base_p=base_p)
         # -- variants built in place on the one model -------------------------------------------------
         editor = WeightEditor(tm)
@@ -161,19 +188,22 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
                               and not tensor_types), None) or \
                 plan_quantized(model, sens_scheme, editor, include_lm_head=include_lm_head, warnings=warnings)
         cache = QuantCache(_shared_pairs(planned, sens_plan))
+        hooks = RuntimeHooks(tm, editor)
         results: list[ForwardVariant] = []
         for pv in planned:
             step(pv.label)
             for info, fmt in pv.tensors:
                 quantize_in_place(editor, info, fmt, cache, chunk_elements)
-            results.append(compare(pv.label, "scheme", pv.description, len(pv.tensors), scheme=pv.scheme,
-                                   **variant_size(model, pv)))
+            results.append(_scheme_variant(compare, pv, hooks, runtime_of(runtime, is_gguf_scheme(pv.scheme)),
+                                           kld_of, **variant_size(model, pv)))
             editor.restore()
         results += clip_variants(compare, editor, model, clips, clip_include, step)
         sens = ()
         if sens_plan is not None:
-            sens = run_sensitivity(run, editor, sens_plan, cache, sensitivity.by, step, sensitivity.include)
-        del editor, cache
+            sens_hooks = hooks if runtime_of(runtime, is_gguf_scheme(sens_plan.scheme)) == "llama.cpp" else None
+            sens = run_sensitivity(run, editor, sens_plan, cache, sensitivity.by, step, sensitivity.include,
+                                   sens_hooks)
+        del editor, cache, hooks
         # -- real variants, one model at a time, after the base is freed --------------------------------
         if variants:
             run.model = None
@@ -190,11 +220,31 @@ def forward_model(model: Model, variants: Sequence[str | Path] = (), *,
                "activations": activations, "sensitivity": bool(sensitivity),
                "sensitivity_by": sensitivity.by if sensitivity else None,
                "sensitivity_include": list(sensitivity.include) if sensitivity else [],
-               "include_lm_head": include_lm_head}
+               "include_lm_head": include_lm_head, "runtime": runtime,
+               "kld_base_out": str(kld_base_out) if kld_base_out is not None else None,
+               "kld_base": str(kld_base) if kld_base is not None else None}
     result_variants = tuple(results)
     notes = forward_notes(base_variant, result_variants, profile, sens)
     return ForwardResult(model.source, model.detected.spec.name, text_info, base_variant, result_variants,
                          profile, sens_scheme, sens, notes, tuple(warnings), options)
+
+
+def _scheme_variant(compare: Callable[..., ForwardVariant], pv: PlannedVariant, hooks: RuntimeHooks, runtime: str,
+                    kld_of: Callable[[], dict[str, float]] | None, **size: Any) -> ForwardVariant:
+    """A quantized variant scored on its weights alone; under the llama.cpp runtime scored again with each
+    quantized matmul's input quantized as ggml-cpu does, the weight-only KL kept beside it. With a KL-divergence
+    base file, its llama.cpp statistics are those of the variant as run (under its runtime)."""
+    weights = compare(pv.label, "scheme", pv.description, len(pv.tensors), scheme=pv.scheme, **size)
+    if runtime != "llama.cpp":
+        return replace(weights, kld_file=kld_of()) if kld_of else weights
+    hooks.attach(pv.tensors)
+    try:
+        rt = compare(pv.label, "scheme", pv.description, len(pv.tensors), scheme=pv.scheme, **size)
+        file_stats = kld_of() if kld_of else None
+    finally:
+        hooks.detach()
+    return replace(rt, runtime="llama.cpp", weights_kl=weights.kl, weights_top1_agreement=weights.top1_agreement,
+                   kld_file=file_stats)
 
 
 def _options(evaluation: Evaluation | None, sensitivity: bool | Sensitivity, *, text: str | Path | None,

@@ -15,6 +15,13 @@ def _pct(x: float) -> str:
     return f"{100.0 * x:.1f}%"
 
 
+def _runtime_part(v: ForwardVariant) -> str:
+    if v.weights_kl is None:
+        return ""
+    return (f"; under llama.cpp's runtime: the weights alone cost {v.weights_kl.mean:.4g}, the rest is its "
+            "quantized matmul inputs")
+
+
 def forward_notes(base: ForwardVariant, variants: Sequence[ForwardVariant], profile: ActivationProfile | None,
                   sensitivity: Sequence[GroupSensitivity] = ()) -> tuple[str, ...]:
     notes = []
@@ -24,13 +31,15 @@ def forward_notes(base: ForwardVariant, variants: Sequence[ForwardVariant], prof
             continue
         notes.append(f"{v.label}: mean KL {v.kl.mean:.4g} nats per token (p99 {v.kl.p99:.4g}, max {v.kl.max:.4g}), "
                      f"top-1 agreement {_pct(v.top1_agreement)}, perplexity {base.perplexity:.4g} → "
-                     f"{v.perplexity:.4g}")
-    # a llama.cpp plan with fewer bits that hurts less than one with more: the base already lies on its grid
+                     f"{v.perplexity:.4g}" + _runtime_part(v))
+    # a llama.cpp plan with fewer bits whose weights hurt less than one with more: the base already lies on its
+    # grid (a claim about the weights: compared on the weight-only KL where the runtime adds its own)
     gguf = [v for v in schemes if v.scheme and is_gguf_scheme(v.scheme) and v.bits_per_weight is not None]
+    wkl = {v.label: (v.weights_kl or v.kl).mean for v in gguf}
     for a in gguf:
-        beaten = [b.label for b in gguf if a.bits_per_weight < b.bits_per_weight and a.kl.mean < b.kl.mean]
+        beaten = [b.label for b in gguf if a.bits_per_weight < b.bits_per_weight and wkl[a.label] < wkl[b.label]]
         if beaten:
-            notes.append(f"{a.label} ({a.bits_per_weight:.2f} bpw) changes the outputs less than "
+            notes.append(f"{a.label}'s weights ({a.bits_per_weight:.2f} bpw) change the outputs less than those of "
                          f"{', '.join(beaten)} with more bits: the base's weights already lie (almost) on "
                          f"{a.label}'s grid, as in a checkpoint dequantized from a {a.label} GGUF, so re-quantizing "
                          "to it is nearly lossless while the larger types round onto another grid")

@@ -33,8 +33,13 @@ def group_key(info: TensorInfo, by: str) -> tuple[str, int | None, str]:
 
 
 def run_sensitivity(run: Any, editor: WeightEditor, plan: PlannedVariant, cache: QuantCache | None, by: str,
-                    step: Callable[[str], None], include: Sequence[str] = ()) -> tuple[GroupSensitivity, ...]:
-    """One forward pass per group of `plan`'s tensors (those matching `include`, if given); largest mean KL first."""
+                    step: Callable[[str], None], include: Sequence[str] = (),
+                    hooks: Any | None = None) -> tuple[GroupSensitivity, ...]:
+    """One forward pass per group of `plan`'s tensors (those matching `include`, if given); largest mean KL first.
+
+    With `hooks` (a RuntimeHooks: the llama.cpp runtime) a second pass per group quantizes the inputs of the
+    group's matmuls as ggml-cpu does; its KL is the group's `kl`, the first pass's its `weights_kl`.
+    """
     groups: dict[str, tuple[int | None, str, list[tuple[TensorInfo, str]]]] = {}
     for info, fmt in plan.tensors:
         if not selected(info, include):
@@ -47,9 +52,18 @@ def run_sensitivity(run: Any, editor: WeightEditor, plan: PlannedVariant, cache:
         for info, fmt in members:
             quantize_in_place(editor, info, fmt, cache)
         s = run.score(run.logits())
+        extra = {}
+        if hooks is not None:
+            extra = dict(runtime="llama.cpp", weights_kl=kl_stats(s.cat("kl")),
+                         weights_top1_agreement=float(np.mean(s.cat("agree"))))
+            hooks.attach(members)
+            try:
+                s = run.score(run.logits())
+            finally:
+                hooks.detach()
         editor.restore()
         out.append(GroupSensitivity(label, layer, role, tuple(i.name for i, _ in members),
                                     tuple(sorted({f for _, f in members})), sum(i.n_params for i, _ in members),
-                                    kl_stats(s.cat("kl")), float(np.mean(s.cat("agree")))))
+                                    kl_stats(s.cat("kl")), float(np.mean(s.cat("agree"))), **extra))
     out.sort(key=lambda g: (-g.kl.mean, g.group))
     return tuple(out)

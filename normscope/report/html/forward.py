@@ -20,8 +20,10 @@ KL_TEXT = ("Each variant runs on the same tokens as the base. KL is KL(P_base �
            "distributions, per token, in nats (natural log), as llama.cpp's llama-perplexity --kl-divergence; top-1 "
            "agreement is the share of tokens whose most likely next token is unchanged; RMS Δp is the root mean "
            "square change of the probability of the right next token. Scheme variants are fake-quantized in memory "
-           "with normscope's own kernels (the values simulate measures); clip variants clip norm gains in their "
-           "convention.")
+           "with normscope's own kernels (the values simulate measures); under the llama.cpp runtime (the default for "
+           "llama.cpp schemes) each quantized matmul's input is also quantized as ggml-cpu's dot product does "
+           "(Q8_0, Q8_1 or Q8_K blocks), and KL weights is the KL of the quantized weights alone. Clip variants clip "
+           "norm gains in their convention.")
 
 
 def _kl_figure(r: ForwardResult) -> Figure | None:
@@ -30,8 +32,11 @@ def _kl_figure(r: ForwardResult) -> Figure | None:
         return None
     labels = [v.label for v in vs]
     series = {"KL mean": [v.kl.mean for v in vs], "KL p99": [v.kl.p99 for v in vs]}
-    data = Table("KL per variant (nats)", ("variant", "KL mean", "KL p99"),
-                 tuple((v.label, num(v.kl.mean, 4), num(v.kl.p99, 4)) for v in vs), "lrr")
+    if any(v.weights_kl is not None for v in vs):
+        series["KL weights"] = [v.weights_kl.mean if v.weights_kl is not None else v.kl.mean for v in vs]
+    data = Table("KL per variant (nats)", ("variant", "KL mean", "KL weights", "KL p99"),
+                 tuple((v.label, num(v.kl.mean, 4), num(v.weights_kl.mean, 4) if v.weights_kl else "—",
+                        num(v.kl.p99, 4)) for v in vs), "lrrr")
     svg = plots.bars(labels, series, xlabel="KL(P_base ‖ P_variant), nats per token (log scale)", log=True,
                      fmt=lambda x: f"{x:.3g}")
     return Figure(svg, "Mean and 99th-percentile KL of each variant against the base.", data)
@@ -70,9 +75,10 @@ def forward_sections(r: ForwardResult, top: int | None = None) -> list[Section]:
     if r.sensitivity:
         groups = r.sensitivity[:BARS]
         table = Table(f"Sensitivity: one group quantized with {r.sensitivity_scheme} at a time",
-                      ("group", "types", "KL mean", "KL p99", "top-1 agree"),
-                      tuple((g.group, ", ".join(g.types), num(g.kl.mean, 4), num(g.kl.p99, 4),
-                             f"{100 * g.top1_agreement:.1f}%") for g in r.sensitivity[:n]), "llrrr")
+                      ("group", "types", "KL mean", "KL weights", "KL p99", "top-1 agree"),
+                      tuple((g.group, ", ".join(g.types), num(g.kl.mean, 4),
+                             num(g.weights_kl.mean, 4) if g.weights_kl else "—", num(g.kl.p99, 4),
+                             f"{100 * g.top1_agreement:.1f}%") for g in r.sensitivity[:n]), "llrrrr")
         svg = plots.bars([g.group for g in groups], {"KL mean": [g.kl.mean for g in groups]},
                          xlabel="mean KL, nats per token", fmt=lambda x: f"{x:.3g}")
         sections.append(Section("Sensitivity", (Figure(svg, f"The {len(groups)} groups whose quantization alone "
