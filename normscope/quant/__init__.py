@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import bnb, fp8, ggml, integer  # noqa: F401  (registers the formats)
+from . import bnb, fp8, ggml, integer, nvfp4  # noqa: F401  (registers the formats)
 from .base import FORMATS, GGMLFormat, QuantFormat, SimFormat, get_format
 from .health import BlockHealth, block_health
 from .layouts import LAYOUTS, QK_K, Layout
