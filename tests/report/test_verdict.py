@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import GEMMA_CONFIG, gemma_tensors, write_model
-from normscope import analyze
+from helpers import BERT_CONFIG, GEMMA_CONFIG, LLAMA_CONFIG, bert_tensors, gemma_tensors, llama_tensors, write_model
+from normscope import analyze, compare, simulate
 from normscope.report import markdown_report, report_html, terminal_report
+from normscope.report.compare import compare_verdict
 from normscope.report.findings import analyze_verdict, grouped_explanations
+from normscope.report.fmt import num, size
+from normscope.report.simulate import simulate_verdict
 from normscope.report.text import verdict
 
 
@@ -97,3 +100,91 @@ def test_real_gemma_verdict_and_notes(gemma_gguf):
         "18 post-FFN norms with |gain| above 100", "17 post-attention norms with |gain| above 100",
         "model.norm.weight: stored 300 = gain 301 (Gemma's RMSNorm computes x̂ · (1 + w))",
         "9 pre-attention norms with |gain| above 100"]
+
+
+# simulate ---------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    d = write_model(tmp_path_factory.mktemp("s") / "llama", llama_tensors(hidden=256, ffn=512), LLAMA_CONFIG, "BF16")
+    return simulate(d, schemes="Q4_K_M,int4,Q8_0,Q2_K")
+
+
+def _front(schemes):
+    """The schemes no other beats: none is at most as large and at least as accurate (and different in one)."""
+    return [s.scheme for s in schemes if not any(
+        (o.nbytes, o.sqnr_db) != (s.nbytes, s.sqnr_db) and o.nbytes <= s.nbytes and o.sqnr_db >= s.sqnr_db
+        for o in schemes)]
+
+
+def test_simulate_verdict_names_the_scheme_that_wins_at_each_size(sim):
+    lines = simulate_verdict(sim)
+    front = sorted((sim.scheme(n) for n in _front(sim.schemes)), key=lambda s: s.nbytes)
+    assert len(front) >= 2  # the sizes differ enough for a real front
+    assert lines[0].startswith("best at each size: " + ", ".join(
+        f"{s.scheme} ({size(s.nbytes)}, {s.sqnr_db:.2f} dB)" for s in front))
+    for s in sim.schemes:
+        if s.scheme not in _front(sim.schemes):
+            assert f"{s.scheme} ({size(s.nbytes)}, {s.sqnr_db:.2f} dB) is beaten by " in lines[0]
+
+
+def test_simulate_verdict_names_the_worst_tensor_of_each_scheme(sim):
+    line = simulate_verdict(sim)[1]
+    for s in sim.schemes:
+        worst = min((t for t in s.tensors if t.error is not None), key=lambda t: t.error.sqnr_db)
+        assert f"{s.scheme} {worst.name} ({worst.error.sqnr_db:.2f} dB)" in line
+    assert terminal_report(sim, width=1000).splitlines()[:2] == simulate_verdict(sim)[:2]
+
+
+def test_a_quantized_source_is_simulated_as_requantization_with_overrides_in_the_label(gemma_gguf):
+    r = simulate(gemma_gguf, schemes="Q4_K_M", include=["model.layers.0.*"], tensor_types=[("attn_v", "Q8_0")])
+    stored = {t.source_dtype for t in r.schemes[0].tensors} - {"F32", "F16", "BF16"}
+    assert stored and all(d.startswith("Q") for d in stored)  # the published file: Q8_0, Q5_0, Q4_K, Q6_K
+    first = simulate_verdict(r)[0]
+    assert first.startswith("the source is already quantized (") and "every error below is requantization" in first
+    text = terminal_report(r, width=1000)
+    assert "Schemes requantizing an already quantized source" in text
+    assert "Q4_K_M --tensor-type attn_v=Q8_0: lowest requantization SQNR (top" in text
+    assert r.schemes[0].tensor("model.layers.0.self_attn.v_proj.weight").type == "Q8_0"
+    assert "Q4_K_M --tensor-type attn_v=Q8_0" in report_html(r)
+
+
+def test_a_float_source_is_not_called_requantized(sim):
+    assert not any("already quantized" in line for line in simulate_verdict(sim))
+    assert "requantiz" not in terminal_report(sim, width=1000)
+
+
+def test_a_scheme_that_quantizes_nothing_says_so(tmp_path):
+    d = write_model(tmp_path / "bert", bert_tensors(), BERT_CONFIG, "F32")
+    r = simulate(d, schemes="Q4_K_M,int8")
+    assert r.scheme("Q4_K_M").quantized_params == 0
+    assert "Q4_K_M quantizes no tensor of this model (see the notes)" in simulate_verdict(r)
+
+
+# compare ----------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cmp(tmp_path_factory):
+    root = tmp_path_factory.mktemp("c")
+    base = gemma_tensors()
+    little = {k: v * (1.001 if "mlp.up" in k else 1.0) for k, v in base.items()}
+    much = {k: v * (1.2 if "self_attn.o_proj" in k else 1.0) for k, v in base.items()}
+    for name, t in (("base", base), ("little", little), ("much", much), ("same", base)):
+        write_model(root / name, t, GEMMA_CONFIG, "F32")
+    return compare([root / n for n in ("base", "little", "same", "much")], labels=["base", "little", "same", "much"])
+
+
+def test_compare_verdict_leads_with_the_variant_that_moved_most(cmp):
+    lines = compare_verdict(cmp)
+    much, little = cmp.pair("much"), cmp.pair("little")
+    assert much.sqnr_db < little.sqnr_db
+    top = much.tensor(much.moved_most[0])
+    assert "o_proj" in top.name
+    assert lines[0] == (f"much moved most from base: SQNR {much.sqnr_db:.2f} dB over {much.matched} aligned tensors "
+                        f"({much.identical} identical); largest change {top.name} (rel L2 {num(top.error.rel_l2, 3)}); "
+                        f"half the difference lies in {much.tensors_for_half} of {much.matched - much.identical} "
+                        "changed tensors")
+    assert lines[1].startswith("little moved from base: SQNR ")
+    assert lines[2] == f"same is identical to base in all {cmp.pair('same').matched} aligned tensors"
+    assert markdown_report(cmp).startswith(f"## normscope compare\n\n> **{lines[0]}**")
+    assert report_html(cmp).index('id="verdict"') < report_html(cmp).index('id="models"')

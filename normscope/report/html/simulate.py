@@ -9,7 +9,7 @@ import math
 from ...results import SimulateResult
 from .. import plots
 from ..fmt import num
-from ..simulate import simulate_tables
+from ..simulate import scheme_label, simulate_tables
 from ..tables import Table
 from .page import Figure, Note, Notes, Section, Text
 from .registry import register_sections
@@ -57,8 +57,9 @@ def simulate_sections(r: SimulateResult, top: int | None = None) -> list[Section
         blocks.append(bars)
     sections = [Section("Schemes", tuple(blocks), id="schemes")]
     for i, s in enumerate(r.schemes):
-        notes = Notes(f"{s.scheme}: what to read", tuple(Note("info", line) for line in s.notes))
-        sections.append(Section(f"{s.scheme}", (notes, *per_scheme[2 * i:2 * i + 2]), id=f"scheme-{s.scheme}"))
+        label = scheme_label(r, s)
+        notes = Notes(f"{label}: what to read", tuple(Note("info", line) for line in s.notes))
+        sections.append(Section(label, (notes, *per_scheme[2 * i:2 * i + 2]), id=f"scheme-{s.scheme}"))
     if r.errors or r.warnings:
         found = tuple(Note("error", e) for e in r.errors) + tuple(Note("warning", w) for w in r.warnings)
         sections.append(Section("Warnings", (Notes("Warnings", found),), id="simulate-warnings"))
