@@ -113,7 +113,8 @@ def compare_verdict(r: CompareResult) -> list[str]:
     """
     lines = []
     if r.errors:
-        lines.append(f"DAMAGED: {len(r.errors)} tensors hold NaN or Inf values; the differences they touch mean nothing")
+        lines.append(f"DAMAGED: {len(r.errors)} tensors hold NaN or Inf values; the differences they touch mean "
+                     "nothing")
     if r.failed:
         lines.append(f"not compared (could not be read): {', '.join(f.label for f in r.failed)}")
     # most moved first: the lowest pooled SQNR among the pairs that aligned and differ

@@ -72,8 +72,8 @@ def _outlier_line(r: AnalyzeResult) -> str | None:
     t = max(linear, key=lambda t: t.weight.absmax_over_std)
     w = t.weight
     return (f"largest weight outlier: {t.name}, |w| {num(w.absmax)} = {w.absmax_over_std:.1f}σ "
-            f"({plural(w.outlier_count, 'weight')} beyond {num(w.outlier_sigma)}σ); normscope simulate measures what a "
-            "quantization scheme does to it")
+            f"({plural(w.outlier_count, 'weight')} beyond {num(w.outlier_sigma)}σ); normscope simulate measures "
+            "what a quantization scheme does to it")
 
 
 def analyze_verdict(r: AnalyzeResult) -> list[str]:

@@ -85,9 +85,11 @@ def _norm_aware(s: SchemeResult, top: int, label: str = "") -> Table:
 
 def simulate_tables(r: SimulateResult, top: int = 10) -> list[Table]:
     """A summary row per scheme, then per scheme its worst tensors and its norm-aware ranking."""
-    summary = Table("Schemes" + (" requantizing an already quantized source" if _requant(r) else ""), ("scheme", "quantized", "size", "bpw", "SQNR dB", "rel L2", "norm-aware dB",
-                                "tensor types"),
-                    tuple((scheme_label(r, s), f"{sum(t.type is not None for t in s.tensors)} of {len(s.tensors)} tensors",
+    title = "Schemes" + (" requantizing an already quantized source" if _requant(r) else "")
+    summary = Table(title, ("scheme", "quantized", "size", "bpw", "SQNR dB", "rel L2", "norm-aware dB",
+                            "tensor types"),
+                    tuple((scheme_label(r, s), f"{sum(t.type is not None for t in s.tensors)} of {len(s.tensors)} "
+                           "tensors",
                            size(s.nbytes),
                            num(s.bits_per_weight, 4), _db(s.sqnr_db), num(s.rel_l2, 3), _db(s.norm_aware_sqnr_db),
                            _types(s)) for s in r.schemes), "lrrrrrrl")

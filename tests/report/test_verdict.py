@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 from helpers import BERT_CONFIG, GEMMA_CONFIG, LLAMA_CONFIG, bert_tensors, gemma_tensors, llama_tensors, write_model
-from normscope import analyze, compare, simulate
+from normscope import analyze, check, clip, clip_sweep, compare, forward, recipe, simulate
 from normscope.report import markdown_report, report_html, terminal_report
+from normscope.report.check import check_verdict
+from normscope.report.clip import clip_verdict, sweep_verdict
+from normscope.report.forward import forward_verdict
+from normscope.report.recipe import recipe_verdict
 from normscope.report.compare import compare_verdict
 from normscope.report.findings import analyze_verdict, grouped_explanations
 from normscope.report.fmt import num, size
@@ -188,3 +192,73 @@ def test_compare_verdict_leads_with_the_variant_that_moved_most(cmp):
     assert lines[2] == f"same is identical to base in all {cmp.pair('same').matched} aligned tensors"
     assert markdown_report(cmp).startswith(f"## normscope compare\n\n> **{lines[0]}**")
     assert report_html(cmp).index('id="verdict"') < report_html(cmp).index('id="models"')
+
+
+# check, clip, clip --sweep, recipe, forward ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return write_model(tmp_path_factory.mktemp("t") / "gemma", gemma_tensors(hidden=256, ffn=512), GEMMA_CONFIG, "F32")
+
+
+def test_check_verdict_names_each_failing_rule_and_its_worst_tensor(tiny_dir):
+    r = check(tiny_dir, max_effective_gamma=100, use_pyproject=False)
+    rule = next(o for o in r.rules if o.rule == "max_effective_gamma")
+    lines = check_verdict(r)
+    assert lines[0] == (f"FAILED max_effective_gamma on {rule.failed} of {rule.checked} tensors; worst "
+                        f"{r.failures[0].tensor}: {num(r.failures[0].value)} against 100")
+    assert r.failures[0].tensor == "model.layers.1.post_feedforward_layernorm.weight"
+    assert terminal_report(r, width=1000).splitlines()[0] == lines[0]
+    assert markdown_report(r).startswith(f"## ❌ normscope check\n\n> **{lines[0]}**")
+    passed = check(tiny_dir, max_effective_gamma=5000, use_pyproject=False)
+    assert check_verdict(passed) == ["PASSED: every rule holds (" + ", ".join(
+        f"{o.rule} on {o.checked} tensors" for o in passed.rules) + ")"]
+
+
+def test_clip_verdict_says_what_was_cut_and_what_it_costs(tiny_dir):
+    r = clip(tiny_dir, 99, dry_run=True)
+    lines = clip_verdict(r)
+    assert lines[0] == (f"dry run: would clip {r.values_clipped} values in {r.changed} of {r.considered} tensors at "
+                        "p99 per tensor; nothing written")
+    top = max(r.tensors, key=lambda t: t.max_before)
+    assert top.name == "model.layers.1.post_feedforward_layernorm.weight"
+    assert lines[1].startswith(f"largest cut: {top.name}, |gain| 1657 → {num(top.max_after)}")
+    assert lines[2].startswith("no weight quantizer touches norms")
+
+
+def test_sweep_verdict_gives_each_schemes_best_percentile(tiny_dir):
+    r = clip_sweep(tiny_dir, "90,99,100", schemes="Q4_K_M,int4", scope="linear")
+    lines = sweep_verdict(r)
+    assert len(lines) == 2
+    for b, line in zip(r.best, lines):
+        if b.percentile == 100:
+            assert line.startswith(f"{b.scheme}: clipping does not help")
+        else:
+            at = next(t for t in r.totals if t.scheme == b.scheme and t.percentile == b.percentile)
+            assert line.startswith(f"{b.scheme}: best at p{b.percentile:g}, total error ")
+            assert f"({100 * at.vs_no_clip:+.2f}%)" in line
+
+
+def test_recipe_verdict_compares_with_the_reference_plan(tiny_dir):
+    r = recipe(tiny_dir, budget_bpw=6.0)
+    lines = recipe_verdict(r)
+    ref = r.plan(r.reference)
+    assert lines[0].startswith(f"recipe: {size(r.recipe.nbytes)} ({num(r.recipe.bits_per_weight, 4)} bpw) within "
+                               f"{size(r.budget_bytes)}; total error {r.recipe.total_error / ref.total_error:.3g}× "
+                               f"that of Q4_K_M's plan")
+    moved = sum(t.type != t.reference_type for t in r.tensors)
+    assert lines[1].startswith(f"{moved} of {len(r.tensors)} tensors" if moved else "no tensor changes type")
+
+
+def test_forward_verdict_ranks_the_variants_by_kl(tmp_path):
+    from forward_helpers import tiny_gemma
+
+    r = forward(tiny_gemma(tmp_path / "tiny"), schemes="Q8_0,Q2_K", tokens=64)
+    lines = forward_verdict(r)
+    q8, q2 = r.variant("Q8_0"), r.variant("Q2_K")
+    assert q8.kl.mean < q2.kl.mean
+    overflow = r.activations is not None and bool(r.activations.fp16_overflow)
+    line = lines[1 if overflow else 0]
+    assert line.startswith("closest to the base: Q8_0 (KL ") and "; furthest: Q2_K (KL " in line
+    if overflow:
+        assert lines[0].startswith("WARNING fp16 overflow: ")
