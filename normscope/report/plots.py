@@ -24,7 +24,7 @@ from typing import Any
 
 from .fmt import num, visible
 
-__all__ = ["heatmap", "bars", "depth_lines", "curves", "scope_ids", "COLORS"]
+__all__ = ["heatmap", "bars", "dots", "tradeoff", "depth_lines", "curves", "scope_ids", "COLORS"]
 
 # matplotlib's tab10, spelled out so that a user's matplotlibrc cannot change a report
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -93,8 +93,9 @@ def _luminance(rgba: Sequence[float]) -> float:
 
 def heatmap(values: Sequence[Sequence[Value]], rows: Sequence[str], cols: Sequence[str], *, title: str = "",
             xlabel: str = "", ylabel: str = "", colorbar: str = "", log: bool = True, annotate: int = 5,
-            fmt: Callable[[float], str] = num, cmap: str = "viridis") -> str:
-    """A grid of values (rows × cols) as coloured cells; the `annotate` largest cells carry their value.
+            fmt: Callable[[float], str] = num, cmap: str = "viridis", lowest: bool = False) -> str:
+    """A grid of values (rows × cols) as coloured cells; the `annotate` largest cells (`lowest`: smallest, e.g. the
+    worst SQNR) carry their value.
 
     Args:
         values: values[i][j] for row i, column j; None for no tensor there.
@@ -139,7 +140,7 @@ def heatmap(values: Sequence[Sequence[Value]], rows: Sequence[str], cols: Sequen
             bar = fig.colorbar(mesh, ax=ax, label=colorbar, pad=0.01, fraction=0.04)
             bar.solids.set_rasterized(False)  # vector, not an embedded PNG
         # rank the shown cells for labelling, largest first (row-major order breaks ties)
-        order = sorted(zip(*np.nonzero(shown)), key=lambda ij: (-grid[ij], ij))
+        order = sorted(zip(*np.nonzero(shown)), key=lambda ij: (grid[ij] if lowest else -grid[ij], ij))
         for i, j in order[:annotate]:
             dark = _luminance(colours(scale(grid[i, j]))) < 0.5
             ax.text(j + 0.5, i + 0.5, fmt(float(grid[i, j])), ha="center", va="center", fontsize=7,
@@ -182,6 +183,69 @@ def bars(labels: Sequence[str], series: Mapping[str, Sequence[Value]], *, xlabel
     return out[0]
 
 
+def dots(labels: Sequence[str], series: Mapping[str, Sequence[Value]], *, xlabel: str = "", title: str = "",
+         fmt: Callable[[float], str] | None = None) -> str:
+    """One row per label (top to bottom), one marker per series: values compared where they lie, on an axis that
+    starts near the data (bars would have to start at 0, and a few dB of difference would vanish).
+
+    Args:
+        series: name -> one value per label (None: no marker).
+        fmt: labels each marker with its value; None for no labels.
+    """
+    import numpy as np
+
+    labels, series, xlabel, title = _shown(labels, series, xlabel, title)
+    height = min(max(1.0 + len(labels) * 0.24, 1.8), 14.0)
+    markers = ("o", "s", "D", "^", "v", "P", "X", "*", "<", ">")
+    with _figure(8.0, height) as (fig, out):
+        ax = fig.add_subplot()
+        y = np.arange(len(labels))
+        for n, (name, vals) in enumerate(series.items()):
+            at = [(float(v), float(y[i])) for i, v in enumerate(vals) if v is not None]
+            if not at:
+                continue
+            xs, ys = zip(*at)
+            ax.plot(xs, ys, linestyle="none", marker=markers[n % len(markers)], markersize=5,
+                    color=COLORS[n % len(COLORS)], label=name)
+            if fmt is not None:
+                for x0, y0 in at:
+                    ax.annotate(fmt(x0), (x0, y0), xytext=(4, 2), textcoords="offset points", fontsize=6.5,
+                                color=COLORS[n % len(COLORS)])
+        ax.set_yticks(y, list(labels))
+        ax.set_ylim(len(labels) - 0.5, -0.5)
+        ax.grid(axis="x", color="#e4e4e4", linewidth=0.6)
+        ax.grid(axis="y", color="#f0f0f0", linewidth=0.6)
+        ax.margins(x=0.06)
+        ax.set(title=title, xlabel=xlabel)
+        if len(series) > 1:
+            ax.legend(loc="best", frameon=False)
+    return out[0]
+
+
+def tradeoff(points: Mapping[str, tuple[float, float]], front: Sequence[str] = (), *, xlabel: str = "",
+             ylabel: str = "", title: str = "") -> str:
+    """Labelled points (x, y), e.g. a scheme's bits per weight against its SQNR; the labels in `front` (the
+    schemes no other beats, in x order) are joined by a line, so the Pareto front shows.
+    """
+    points, front, xlabel, ylabel, title = _shown(points, front, xlabel, ylabel, title)
+    with _figure(8.0, 4.0) as (fig, out):
+        ax = fig.add_subplot()
+        if len(front) > 1:
+            ax.plot([points[k][0] for k in front], [points[k][1] for k in front], color="#999999", linewidth=1.0,
+                    linestyle="--", zorder=1, label="best at each size")
+        for n, (label, (x, y)) in enumerate(points.items()):
+            on = label in front
+            ax.plot([x], [y], marker="o", markersize=7 if on else 5, linestyle="none", zorder=2,
+                    color=COLORS[n % len(COLORS)], markerfacecolor=COLORS[n % len(COLORS)] if on else "white")
+            ax.annotate(label, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7.5)
+        ax.grid(color="#e4e4e4", linewidth=0.6)
+        ax.margins(x=0.15, y=0.12)
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        if len(front) > 1:
+            ax.legend(loc="best", frameon=False)
+    return out[0]
+
+
 def _lines(ax: Any, xs: Sequence[Sequence[float]], series: Mapping[str, Sequence[Value]]) -> None:
     for n, ((name, vals), x) in enumerate(zip(series.items(), xs)):
         y = [math.nan if v is None else float(v) for v in vals]  # NaN leaves a gap in the line
@@ -209,13 +273,14 @@ def depth_lines(series: Mapping[str, Sequence[Value]], *, ylabel: str = "", titl
 
 
 def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel: str = "", ylabel: str = "",
-           title: str = "", log: bool = False, xscale: str = "linear", marks: Mapping[str, float] | None = None
-           ) -> str:
+           title: str = "", log: bool = False, xscale: str = "linear", marks: Mapping[str, float] | None = None,
+           integer_x: bool = False) -> str:
     """Several y series over one x axis (e.g. a clip sweep: error against the clipping percentile).
 
     Args:
         xscale: a matplotlib scale name for x ("linear", "log", …).
         marks: label -> x position drawn as a dashed vertical line (e.g. the chosen percentile).
+        integer_x: ticks on whole numbers only (layers).
     """
     series, marks, xlabel, ylabel, title = _shown(series, marks or {}, xlabel, ylabel, title)
     with _figure(8.0, 3.4) as (fig, out):
@@ -227,6 +292,10 @@ def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel:
                         textcoords="offset points", fontsize=7, color="#333333")
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.set_xscale(xscale)
+        if integer_x:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log:
             ax.set_yscale("log")
     return out[0]

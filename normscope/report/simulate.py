@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 
 from ..results import SchemeResult, SimTensor, SimulateResult
 from .fmt import count, num, pct, size
@@ -13,7 +14,7 @@ from .terminal import render_tables
 from .text import register_text, register_verdict
 
 __all__ = ["simulate_header", "simulate_tables", "simulate_terminal", "simulate_markdown", "simulate_verdict",
-           "scheme_label", "quantized_source"]
+           "scheme_label", "quantized_source", "best_at_each_size"]
 
 _FLOAT_STORAGE = ("F64", "F32", "F16", "BF16")
 
@@ -117,6 +118,14 @@ def _requant_line(r: SimulateResult) -> str | None:
             "measured against its dequantized values, not against the weights it was made from")
 
 
+def best_at_each_size(schemes: Sequence[SchemeResult]) -> list[SchemeResult]:
+    """The Pareto front of size against pooled SQNR, smallest first: a scheme wins at its size unless another is no
+    larger and at least as accurate (and differs in one). Schemes that quantize nothing are left out."""
+    done = sorted((s for s in schemes if s.quantized_params), key=lambda s: (s.nbytes, -s.sqnr_db))
+    return [s for s in done if not any(o is not s and o.nbytes <= s.nbytes and o.sqnr_db >= s.sqnr_db
+                                       and (o.nbytes, -o.sqnr_db) < (s.nbytes, -s.sqnr_db) for o in done)]
+
+
 def _size_line(r: SimulateResult) -> str | None:
     done = [s for s in r.schemes if s.quantized_params]
     if not done:
@@ -130,9 +139,7 @@ def _size_line(r: SimulateResult) -> str | None:
         s = done[0]
         return (f"{fact(s)}: {num(s.bits_per_weight, 4)} bits per weight over the model, SQNR pooled over its "
                 f"{count(sum(t.type is not None for t in s.tensors))} quantized tensors")
-    # the Pareto front: a scheme wins at its size unless a scheme no larger is at least as accurate
-    front = [s for s in by_size if not any(o is not s and o.nbytes <= s.nbytes and o.sqnr_db >= s.sqnr_db
-                                           and (o.nbytes, -o.sqnr_db) < (s.nbytes, -s.sqnr_db) for o in done)]
+    front = best_at_each_size(done)
     line = "best at each size: " + ", ".join(fact(s) for s in front)
     beaten = [s for s in by_size if s not in front]
     for s in beaten[:2]:

@@ -1,17 +1,23 @@
-"""Every report opens with a verdict read off the result, and analyze's explanations come grouped, one note per kind
-(large gains: per kind of norm) with the tensors listed, counted and limited by `top`."""
+"""Every report opens with a verdict read off the result; analyze's explanations come grouped, one note per kind
+(large gains: per kind of norm) with the tensors listed, counted and limited by `top`; a quantized source is
+simulated as requantization; the charts: simulate's size against error, worst tensors of every scheme on an axis
+near the data and a heatmap per scheme, compare's flat chart as a sentence, analyze's linear parameters chart,
+integer layer ticks."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 
 from helpers import BERT_CONFIG, GEMMA_CONFIG, LLAMA_CONFIG, bert_tensors, gemma_tensors, llama_tensors, write_model
 from normscope import analyze, check, clip, clip_sweep, compare, forward, recipe, simulate
-from normscope.report import markdown_report, report_html, terminal_report
+from normscope.report import markdown_report, plots, report_html, terminal_report
 from normscope.report.check import check_verdict
 from normscope.report.clip import clip_verdict, sweep_verdict
 from normscope.report.forward import forward_verdict
+from normscope.report.html import Figure, Text, sections_for
 from normscope.report.recipe import recipe_verdict
 from normscope.report.compare import compare_verdict
 from normscope.report.findings import analyze_verdict, grouped_explanations
@@ -262,3 +268,64 @@ def test_forward_verdict_ranks_the_variants_by_kl(tmp_path):
     assert line.startswith("closest to the base: Q8_0 (KL ") and "; furthest: Q2_K (KL " in line
     if overflow:
         assert lines[0].startswith("WARNING fp16 overflow: ")
+
+
+# charts -----------------------------------------------------------------------------------------------------------
+
+def _svg_numbers(svg: str) -> list[float]:
+    """The numbers an SVG's text elements show (tick labels among them)."""
+    out = []
+    for text in re.findall(r"<text[^>]*>([^<]*)</text>", svg):
+        try:
+            out.append(float(text.strip().replace("−", "-")))
+        except ValueError:
+            pass
+    return out
+
+
+def test_simulate_page_draws_size_against_error_the_worst_of_every_scheme_and_a_heatmap_per_scheme(sim):
+    sections = sections_for(sim)
+    figures = [b for s in sections for b in s.blocks if isinstance(b, Figure)]
+    tradeoff = next(f for f in figures if f.data is not None and f.data.title == "Size against error")
+    front = set(_front(sim.schemes))
+    assert {row[0]: row[4] for row in tradeoff.data.rows} == {s.scheme: "yes" if s.scheme in front else "no"
+                                                               for s in sim.schemes}
+    worst = next(f for f in figures if f.data is not None and f.data.title == "SQNR dB per tensor and scheme")
+    listed = [row[0] for row in worst.data.rows]
+    for s in sim.schemes:  # every scheme's worst tensor is on the chart
+        assert min((t for t in s.tensors if t.error is not None), key=lambda t: t.error.sqnr_db).name in listed
+    lowest = min(float(v) for row in worst.data.rows for v in row[1:] if v != "—")
+    assert min(_svg_numbers(worst.svg)) > 0.5 * lowest  # the axis starts near the data, not at 0 dB
+    heat = [f for f in figures if f.data is not None and f.data.title.endswith(": SQNR dB by layer and role")]
+    assert [f.data.title.split(":")[0] for f in heat] == [s.scheme for s in sim.schemes]
+    q4 = sim.scheme("Q4_K_M")
+    cell = heat[0].data.rows[0][heat[0].data.headers.index("mlp_down")]
+    assert cell == f"{q4.tensor('model.layers.0.mlp.down_proj.weight').error.sqnr_db:.2f}"
+
+
+def test_a_flat_moved_most_chart_becomes_one_sentence(tmp_path):
+    base = gemma_tensors()
+    write_model(tmp_path / "a", base, GEMMA_CONFIG, "F32")
+    write_model(tmp_path / "b", {k: v * (1.02 if "mlp" in k else 1.0) for k, v in base.items()}, GEMMA_CONFIG, "F32")
+    r = compare([tmp_path / "a", tmp_path / "b"], labels=["a", "b"])
+    pair = next(s for s in sections_for(r) if s.heading == "b vs a")
+    assert not any(isinstance(b, Figure) for b in pair.blocks)
+    text = next(b.text for b in pair.blocks if isinstance(b, Text))
+    assert text.startswith("The 6 tensors that moved most from a to b all moved by the same relative L2, 0.02")
+
+
+def test_the_parameters_chart_is_linear_and_shows_the_shares(gains):
+    section = next(s for s in sections_for(gains) if s.id == "parameters")
+    fig = next(b for b in section.blocks if isinstance(b, Figure))
+    roles = gains.summary.params_by_role
+    share = f"{100 * roles['embedding'] / gains.summary.n_params:.1f}%"
+    assert share in fig.svg and "log scale" not in fig.svg
+    assert min(_svg_numbers(fig.svg)) == 0  # a linear axis from 0
+
+
+def test_layer_curves_have_integer_ticks():
+    svg = plots.curves([0, 1, 2], {"max |h|": [1.0, 10.0, 100.0]}, xlabel="layer", log=True, integer_x=True)
+    xs = [float(t) for t in re.findall(r"<text[^>]*>([\d.]+)</text>", svg)]
+    assert xs and all(x == int(x) for x in xs)
+    loose = plots.curves([0, 1, 2], {"max |h|": [1.0, 10.0, 100.0]}, xlabel="layer", log=True)
+    assert any(x != int(x) for x in (float(t) for t in re.findall(r"<text[^>]*>([\d.]+)</text>", loose)))

@@ -13,6 +13,7 @@ from .registry import register_sections
 
 __all__ = ["compare_sections"]
 
+FLAT = 1e-3  # relative spread under which the moved-most bars would all look equal
 # (metric, label, log scale) drawn per role; the JSON holds every profile
 DEPTH_FIGURES = (("gain_max", "max |gain| (effective)", True), ("outlier_ratio", "|w|max / σ", False))
 DEPTH_TEXT = ("Each point is one layer's tensor of that role, placed at its relative depth layer / (layers − 1), so "
@@ -49,7 +50,12 @@ def compare_sections(r: CompareResult, top: int | None = None) -> list[Section]:
     for p in r.pairs:
         blocks: list = [Notes("Summary", tuple(Note("info", line) for line in p.summary))]
         moved = [t for t in p.tensors if t.name in set(p.moved_most)]
-        if moved:
+        values = sorted((t.error.rel_l2 for t in moved), reverse=True)
+        if len(moved) > 1 and values[0] <= values[-1] * (1 + FLAT):
+            # a chart of equal bars ranks nothing: one sentence says the same
+            blocks.append(Text(f"The {len(moved)} tensors that moved most from {p.base} to {p.variant} all moved by the "
+                               f"same relative L2, {num(values[-1], 3)} to {num(values[0], 3)}: no tensor stands out."))
+        elif moved:
             moved.sort(key=lambda t: -t.error.rel_l2)
             values = [t.error.rel_l2 for t in moved]
             # a log axis only where the values span decades: over a narrow range it makes bars lie
