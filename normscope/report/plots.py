@@ -86,6 +86,15 @@ def _shown(*texts: Any) -> list[Any]:
     return out
 
 
+def _plain_log(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers (1000, 1e+05): matplotlib's default writes TeX
+    (`$\\mathdefault{10^{5}}$`), which with text.parse_math off reaches the page as that literal text."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _luminance(rgba: Sequence[float]) -> float:
     r, g, b = rgba[:3]
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
@@ -139,6 +148,8 @@ def heatmap(values: Sequence[Sequence[Value]], rows: Sequence[str], cols: Sequen
         if shown.any():
             bar = fig.colorbar(mesh, ax=ax, label=colorbar, pad=0.01, fraction=0.04)
             bar.solids.set_rasterized(False)  # vector, not an embedded PNG
+            if log:
+                _plain_log(bar.ax.yaxis)
         # rank the shown cells for labelling, largest first (row-major order breaks ties)
         order = sorted(zip(*np.nonzero(shown)), key=lambda ij: (grid[ij] if lowest else -grid[ij], ij))
         for i, j in order[:annotate]:
@@ -176,6 +187,7 @@ def bars(labels: Sequence[str], series: Mapping[str, Sequence[Value]], *, xlabel
         ax.invert_yaxis()
         if log:
             ax.set_xscale("log")
+            _plain_log(ax.xaxis)
         ax.margins(x=0.12)
         ax.set(title=title, xlabel=xlabel)
         if len(series) > 1:
@@ -269,20 +281,22 @@ def depth_lines(series: Mapping[str, Sequence[Value]], *, ylabel: str = "", titl
         ax.set(title=title, xlabel="relative depth (layer / (layers − 1))", ylabel=ylabel, xlim=(-0.02, 1.02))
         if log:
             ax.set_yscale("log")
+            _plain_log(ax.yaxis)
     return out[0]
 
 
 def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel: str = "", ylabel: str = "",
            title: str = "", log: bool = False, xscale: str = "linear", marks: Mapping[str, float] | None = None,
-           integer_x: bool = False) -> str:
+           integer_x: bool = False, levels: Mapping[str, float] | None = None) -> str:
     """Several y series over one x axis (e.g. a clip sweep: error against the clipping percentile).
 
     Args:
         xscale: a matplotlib scale name for x ("linear", "log", …).
         marks: label -> x position drawn as a dashed vertical line (e.g. the chosen percentile).
         integer_x: ticks on whole numbers only (layers).
+        levels: label -> y value drawn as a dashed horizontal line (e.g. the largest float16).
     """
-    series, marks, xlabel, ylabel, title = _shown(series, marks or {}, xlabel, ylabel, title)
+    series, marks, levels, xlabel, ylabel, title = _shown(series, marks or {}, levels or {}, xlabel, ylabel, title)
     with _figure(8.0, 3.4) as (fig, out):
         ax = fig.add_subplot()
         _lines(ax, [list(x)] * len(series), series)
@@ -290,6 +304,10 @@ def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel:
             ax.axvline(at, color="#555555", linestyle="--", linewidth=0.9)
             ax.annotate(label, (at, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -10 - 10 * n),
                         textcoords="offset points", fontsize=7, color="#333333")
+        for label, at in levels.items():
+            ax.axhline(at, color="#b3261e", linestyle="--", linewidth=0.9)
+            ax.annotate(label, (0.0, at), xycoords=("axes fraction", "data"), xytext=(3, 3),
+                        textcoords="offset points", fontsize=7, color="#b3261e")
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.set_xscale(xscale)
         if integer_x:
@@ -298,4 +316,5 @@ def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log:
             ax.set_yscale("log")
+            _plain_log(ax.yaxis)
     return out[0]

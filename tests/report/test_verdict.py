@@ -6,6 +6,7 @@ integer layer ticks."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -256,10 +257,15 @@ def test_recipe_verdict_compares_with_the_reference_plan(tiny_dir):
     assert lines[1].startswith(f"{moved} of {len(r.tensors)} tensors" if moved else "no tensor changes type")
 
 
-def test_forward_verdict_ranks_the_variants_by_kl(tmp_path):
+@pytest.fixture(scope="module")
+def fwd(tmp_path_factory):
     from forward_helpers import tiny_gemma
 
-    r = forward(tiny_gemma(tmp_path / "tiny"), schemes="Q8_0,Q2_K", tokens=64)
+    return forward(tiny_gemma(tmp_path_factory.mktemp("f") / "tiny"), schemes="Q8_0,Q2_K", tokens=64)
+
+
+def test_forward_verdict_ranks_the_variants_by_kl(fwd):
+    r = fwd
     lines = forward_verdict(r)
     q8, q2 = r.variant("Q8_0"), r.variant("Q2_K")
     assert q8.kl.mean < q2.kl.mean
@@ -329,3 +335,30 @@ def test_layer_curves_have_integer_ticks():
     assert xs and all(x == int(x) for x in xs)
     loose = plots.curves([0, 1, 2], {"max |h|": [1.0, 10.0, 100.0]}, xlabel="layer", log=True)
     assert any(x != int(x) for x in (float(t) for t in re.findall(r"<text[^>]*>([\d.]+)</text>", loose)))
+
+
+def test_the_forward_layer_chart_draws_the_fp16_limit_when_activations_approach_it(fwd):
+    def figure(r):
+        section = next(s for s in sections_for(r) if s.id == "activations")
+        return next(b for b in section.blocks if isinstance(b, Figure))
+
+    p = fwd.activations
+    assert max(la.max_abs for la in p.layers) < 6550.4  # the tiny model stays far from it: no line
+    assert "fp16 max" not in figure(fwd).svg
+    # the renderer on the same result with one layer at 10,000 (as Gemma 3 270M's residual stream, which passes 1e5)
+    layers = (dataclasses.replace(p.layers[0], max_abs=10_000.0), *p.layers[1:])
+    near = dataclasses.replace(fwd, activations=dataclasses.replace(p, layers=layers))
+    assert "fp16 max ±65504" in figure(near).svg
+
+
+def test_log_axes_label_their_ticks_as_plain_numbers():
+    """matplotlib's log ticks are TeX (`$\\mathdefault{10^{3}}$`); with TeX parsing off they reached every page (the
+    analyze heatmap's colour bar, forward's layer chart, the KL bars) as that literal text."""
+    figures = (plots.heatmap([[1.0, 1657.0]], rows=["post_ffn"], cols=["0", "1"], log=True),
+               plots.bars(["a", "b"], {"x": [1.0, 1e4]}, log=True),
+               plots.curves([0, 1, 2], {"max |h|": [1.0, 1e3, 1e5]}, log=True),
+               plots.depth_lines({"a": [1.0, 1e3, 1e5]}, log=True))
+    for svg in figures:
+        labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+        assert not [t for t in labels if "$" in t or "mathdefault" in t], labels
+    assert {"10", "100", "1000", "10000"} <= set(re.findall(r"<text[^>]*>([^<]*)</text>", figures[1]))

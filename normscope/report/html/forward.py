@@ -45,8 +45,12 @@ def _depth_figure(r: ForwardResult) -> Figure | None:
     series = {"max |h|": [la.max_abs for la in p.layers], "median |h|": [la.median_abs for la in p.layers]}
     data = Table("Residual stream per layer", ("layer", "max |h|", "median |h|"),
                  tuple((str(la.layer), num(la.max_abs), num(la.median_abs, 4)) for la in p.layers), "rrr")
-    svg = plots.curves(layers, series, xlabel="layer", ylabel="|h| (log scale)", log=True, integer_x=True)
-    fp16 = num(p.thresholds.get("fp16_max", 65504.0))
+    limit = p.thresholds.get("fp16_max", 65504.0)
+    # the float16 limit, drawn once the activations come within a factor of 10 of it
+    near = max((la.max_abs for la in p.layers), default=0.0) >= limit / 10
+    svg = plots.curves(layers, series, xlabel="layer", ylabel="|h| (log scale)", log=True, integer_x=True,
+                       levels={f"fp16 max ±{num(limit)}": limit} if near else None)
+    fp16 = num(limit)
     return Figure(svg, f"Largest and median |activation| of each decoder layer's output on the base pass; values "
                        f"above {fp16} cannot be held in float16.", data)
 
