@@ -89,10 +89,11 @@ def _shown(*texts: Any) -> list[Any]:
 def _plain_log(axis: Any) -> None:
     """Tick labels of a log axis as plain numbers (1000, 1e+05): matplotlib's default writes TeX
     (`$\\mathdefault{10^{5}}$`), which with text.parse_math off reaches the page as that literal text."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import LogFormatter
 
-    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
+    # what matplotlib's log scale installs, without the TeX: minor ticks labelled when the axis spans under a decade
+    axis.set_major_formatter(LogFormatter(10))
+    axis.set_minor_formatter(LogFormatter(10, labelOnlyBase=False))
 
 
 def _luminance(rgba: Sequence[float]) -> float:

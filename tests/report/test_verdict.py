@@ -362,3 +362,25 @@ def test_log_axes_label_their_ticks_as_plain_numbers():
         labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
         assert not [t for t in labels if "$" in t or "mathdefault" in t], labels
     assert {"10", "100", "1000", "10000"} <= set(re.findall(r"<text[^>]*>([^<]*)</text>", figures[1]))
+
+
+def test_depth_overlays_show_every_promised_metric_and_say_identical(tmp_path):
+    base = gemma_tensors()
+    write_model(tmp_path / "a", base, GEMMA_CONFIG, "F32")
+    write_model(tmp_path / "b", base, GEMMA_CONFIG, "F32")
+    tuned = {k: v * (1.5 if "post_feedforward" in k else 1.0) for k, v in base.items()}
+    write_model(tmp_path / "c", tuned, GEMMA_CONFIG, "F32")
+    same = compare([tmp_path / "a", tmp_path / "b"], labels=["a", "b"])
+    depth = next(s for s in sections_for(same) if s.id == "depth")
+    figures = [b for b in depth.blocks if isinstance(b, Figure)]
+    metrics = {f.data.title.split(": ", 1)[1].removesuffix(" by relative depth") for f in figures}
+    assert metrics == {"max |gain| (effective)", "|mean gain| (effective)", "|gain| p99 (effective)", "|w|max / σ",
+                       "excess kurtosis"}
+    assert all("The 2 lines coincide: a, b are identical here." in f.caption for f in figures)
+    assert all("identical in every model" in f.svg for f in figures)
+    moved = compare([tmp_path / "a", tmp_path / "c"], labels=["a", "c"])
+    figures = [b for s in sections_for(moved) if s.id == "depth" for b in s.blocks if isinstance(b, Figure)]
+    post = [f for f in figures if f.data.title.startswith("norm_post_ffn:")]
+    assert len(post) == 3 and not any("coincide" in f.caption for f in post)
+    pre = [f for f in figures if f.data.title.startswith("norm_pre_attn:")]
+    assert len(pre) == 3 and all("coincide" in f.caption for f in pre)

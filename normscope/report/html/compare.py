@@ -15,7 +15,10 @@ __all__ = ["compare_sections"]
 
 FLAT = 1e-3  # relative spread under which the moved-most bars would all look equal
 # (metric, label, log scale) drawn per role; the JSON holds every profile
-DEPTH_FIGURES = (("gain_max", "max |gain| (effective)", True), ("outlier_ratio", "|w|max / σ", False))
+# every statistic docs/compare.md promises: max, mean and p99 gain per norm role, |w|max/σ and kurtosis per linear role
+DEPTH_FIGURES = (("gain_max", "max |gain| (effective)", True), ("gain_mean", "|mean gain| (effective)", False),
+                 ("gain_p99", "|gain| p99 (effective)", True), ("outlier_ratio", "|w|max / σ", False),
+                 ("kurtosis", "excess kurtosis", False))
 DEPTH_TEXT = ("Each point is one layer's tensor of that role, placed at its relative depth layer / (layers − 1), so "
               "models with different numbers of layers (a teacher and its student) overlay. Norm gains are in each "
               "module's own convention.")
@@ -32,8 +35,14 @@ def _depth_figure(profiles: list[DepthProfile], role: str, metric: str, label: s
             row.append(num(hit[0]) if hit else "—")
         rows.append(tuple(row))
     data = Table(f"{role}: {label} by relative depth", ("depth", *series), tuple(rows), "r" * (1 + len(series)))
-    svg = plots.depth_lines(series, ylabel=label, title=role, log=log)
-    return Figure(svg, f"{label} of {role} tensors against relative depth, one line per model.", data)
+    # lines that coincide draw as one: say so, on the chart and under it
+    same = len(profiles) > 1 and all(p.points == profiles[0].points for p in profiles[1:])
+    title = f"{role} (identical in every model)" if same else role
+    svg = plots.depth_lines(series, ylabel=label, title=title, log=log)
+    caption = f"{label} of {role} tensors against relative depth, one line per model."
+    if same:
+        caption += f" The {len(profiles)} lines coincide: {', '.join(series)} are identical here."
+    return Figure(svg, caption, data)
 
 
 @register_sections(CompareResult)
