@@ -18,7 +18,7 @@ from normscope.report import markdown_report, plots, report_html, terminal_repor
 from normscope.report.check import check_verdict
 from normscope.report.clip import clip_verdict, sweep_verdict
 from normscope.report.forward import forward_verdict
-from normscope.report.html import Figure, Text, sections_for
+from normscope.report.html import Figure, Note, Notes, Section, Text, html_page, sections_for
 from normscope.report.recipe import recipe_verdict
 from normscope.report.compare import compare_verdict
 from normscope.report.findings import analyze_verdict, grouped_explanations
@@ -384,3 +384,14 @@ def test_depth_overlays_show_every_promised_metric_and_say_identical(tmp_path):
     assert len(post) == 3 and not any("coincide" in f.caption for f in post)
     pre = [f for f in figures if f.data.title.startswith("norm_pre_attn:")]
     assert len(pre) == 3 and all("coincide" in f.caption for f in pre)
+
+
+def test_html_text_shows_no_literal_backticks(tmp_path):
+    """Notes and paragraphs written for terminals and Markdown quote commands in backticks; the page shows them as
+    code, and a name holding markup stays text."""
+    page = html_page("t", [Section("S", (Text("run `normscope clip --sweep` on <b>x</b>"),
+                                         Notes("n", (Note("info", "see `normscope simulate`"),))))])
+    body = page.split("<main>", 1)[1].split("</main>", 1)[0]
+    assert "`" not in body
+    assert "run <code>normscope clip --sweep</code> on &lt;b&gt;x&lt;/b&gt;" in body
+    assert "see <code>normscope simulate</code>" in body

@@ -151,6 +151,21 @@ def _place(block: Block, section_id: str, ids: _Ids) -> _Placed:
     return placed
 
 
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+
+
+def code_spans(text: str) -> Markup:
+    """Prose written for terminals and Markdown ("see `normscope simulate`") with its backtick spans as `<code>`:
+    escaped and made visible first, so a name in the text stays data.
+
+    Example:
+        >>> str(code_spans("see `normscope simulate` <now>"))
+        'see <code>normscope simulate</code> &lt;now&gt;'
+    """
+    escaped = str(Markup.escape(visible(text)))
+    return Markup(_CODE_SPAN.sub(lambda m: f"<code>{m[1]}</code>", escaped))
+
+
 def _shown(value: Any) -> Any:
     # plain strings are data (names, paths); Markup is the page's own (SVG, CSS, JS, rendered macros)
     return value if isinstance(value, Markup) or not isinstance(value, str) else visible(value)
@@ -164,6 +179,7 @@ def _env() -> Any:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                       finalize=_shown)
     env.globals["FILTER_ROWS"] = FILTER_ROWS
+    env.filters["code_spans"] = code_spans
     return env
 
 
