@@ -267,6 +267,28 @@ def _lines(ax: Any, xs: Sequence[Sequence[float]], series: Mapping[str, Sequence
         ax.legend(loc="best", frameon=False)
 
 
+def _toward(ax: Any, x: Sequence[float], toward: float) -> None:
+    import numpy as np
+
+    below = [v for v in x if v < toward]
+    # the last point (toward itself) one decade beyond the closest one below it
+    c = (toward - max(below)) / 10 if below else 1.0
+
+    def forward(v: Any) -> Any:
+        # defined a little beyond `toward` too, so that the axis margin can show the last point whole
+        return -np.log10(np.maximum(toward - np.asarray(v, dtype=float) + c, c * 1e-3))
+
+    def inverse(y: Any) -> Any:
+        return toward + c - 10.0 ** (-np.asarray(y, dtype=float))
+
+    ax.set_xscale("function", functions=(forward, inverse))
+    ax.set_xticks(list(x), [f"{v:g}" for v in x])
+    ax.set_xticks([], minor=True)
+    lo, hi = forward(min(x)), forward(max(x))
+    pad = 0.04 * (hi - lo) if hi > lo else 0.5
+    ax.set_xlim(inverse(lo - pad), inverse(hi + pad))
+
+
 def depth_lines(series: Mapping[str, Sequence[Value]], *, ylabel: str = "", title: str = "",
                 log: bool = False) -> str:
     """Per-layer values against relative depth 0..1, so that models of different depth overlay (compare).
@@ -288,7 +310,7 @@ def depth_lines(series: Mapping[str, Sequence[Value]], *, ylabel: str = "", titl
 
 def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel: str = "", ylabel: str = "",
            title: str = "", log: bool = False, xscale: str = "linear", marks: Mapping[str, float] | None = None,
-           integer_x: bool = False, levels: Mapping[str, float] | None = None) -> str:
+           integer_x: bool = False, levels: Mapping[str, float] | None = None, toward: float | None = None) -> str:
     """Several y series over one x axis (e.g. a clip sweep: error against the clipping percentile).
 
     Args:
@@ -296,6 +318,8 @@ def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel:
         marks: label -> x position drawn as a dashed vertical line (e.g. the chosen percentile).
         integer_x: ticks on whole numbers only (layers).
         levels: label -> y value drawn as a dashed horizontal line (e.g. the largest float16).
+        toward: x approaches this value (a percentile approaching 100): the axis is the log of the distance to it,
+            so 99, 99.9, 99.99 and 100 lie apart; each x is a tick.
     """
     series, marks, levels, xlabel, ylabel, title = _shown(series, marks or {}, levels or {}, xlabel, ylabel, title)
     with _figure(8.0, 3.4) as (fig, out):
@@ -311,6 +335,8 @@ def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel:
                         textcoords="offset points", fontsize=7, color="#b3261e")
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.set_xscale(xscale)
+        if toward is not None:
+            _toward(ax, list(x), toward)
         if integer_x:
             from matplotlib.ticker import MaxNLocator
 

@@ -395,3 +395,15 @@ def test_html_text_shows_no_literal_backticks(tmp_path):
     assert "`" not in body
     assert "run <code>normscope clip --sweep</code> on &lt;b&gt;x&lt;/b&gt;" in body
     assert "see <code>normscope simulate</code>" in body
+
+
+def test_the_clip_sweep_axis_spreads_the_percentiles_toward_100():
+    """90, 99, 99.9, 99.99 and 100 as equally spaced ticks (a linear axis crowds the last four into one pixel column)."""
+    svg = plots.curves([90, 99, 99.9, 99.99, 100], {"total": [0.5, 0.2, 0.1, 0.09, 0.1]}, toward=100.0)
+    at = [float(v) for v in re.findall(r'<g id="xtick_\d+">.*?<use[^>]*x="([\d.]+)"', svg, re.S)]
+    labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)[:5]
+    assert labels == ["90", "99", "99.9", "99.99", "100"] and len(at) == 5
+    gaps = [b - a for a, b in zip(at, at[1:])]
+    assert min(gaps) > 0.9 * max(gaps), gaps
+    linear = plots.curves([90, 99, 99.9, 99.99, 100], {"total": [0.5, 0.2, 0.1, 0.09, 0.1]})
+    assert "99.99" not in re.findall(r"<text[^>]*>([^<]*)</text>", linear)
