@@ -105,7 +105,7 @@ def heatmap(values: Sequence[Sequence[Value]], rows: Sequence[str], cols: Sequen
             xlabel: str = "", ylabel: str = "", colorbar: str = "", log: bool = True, annotate: int = 5,
             fmt: Callable[[float], str] = num, cmap: str = "viridis", lowest: bool = False) -> str:
     """A grid of values (rows × cols) as coloured cells; the `annotate` largest cells (`lowest`: smallest, e.g. the
-    worst SQNR) carry their value.
+    worst SQNR) carry their value, and so does every cell tied with the last of them.
 
     Args:
         values: values[i][j] for row i, column j; None for no tensor there.
@@ -153,7 +153,10 @@ def heatmap(values: Sequence[Sequence[Value]], rows: Sequence[str], cols: Sequen
                 _plain_log(bar.ax.yaxis)
         # rank the shown cells for labelling, largest first (row-major order breaks ties)
         order = sorted(zip(*np.nonzero(shown)), key=lambda ij: (grid[ij] if lowest else -grid[ij], ij))
-        for i, j in order[:annotate]:
+        labelled = order[:annotate]
+        if labelled:  # a cell equal to the last labelled one is labelled too: ties are never left to the order
+            labelled += [ij for ij in order[annotate:] if grid[ij] == grid[labelled[-1]]]
+        for i, j in labelled:
             dark = _luminance(colours(scale(grid[i, j]))) < 0.5
             ax.text(j + 0.5, i + 0.5, fmt(float(grid[i, j])), ha="center", va="center", fontsize=7,
                     color="white" if dark else "black", gid=f"cell-{i}-{j}")

@@ -407,3 +407,12 @@ def test_the_clip_sweep_axis_spreads_the_percentiles_toward_100():
     assert min(gaps) > 0.9 * max(gaps), gaps
     linear = plots.curves([90, 99, 99.9, 99.99, 100], {"total": [0.5, 0.2, 0.1, 0.09, 0.1]})
     assert "99.99" not in re.findall(r"<text[^>]*>([^<]*)</text>", linear)
+
+
+def test_heatmap_labels_every_cell_tied_with_the_last_labelled_one():
+    """Gemma 3 270M's layers 6 and 14 post-FFN norms both peak at 789: with five labels, the fifth's tie is labelled
+    too, whichever comes first."""
+    values = [[1657.0, 1649.0, 1193.0, 893.0, 789.0, 789.0, 741.0]]
+    svg = plots.heatmap(values, rows=["post_ffn"], cols=[str(i) for i in range(7)], annotate=5)
+    labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert labels.count("789") == 2 and "741" not in labels
