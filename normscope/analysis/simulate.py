@@ -164,6 +164,10 @@ def _scheme_result(model: Model, scheme: str, index: int, tensors: Sequence[Tens
 def _notes(scheme: str, sims: Sequence[SimTensor]) -> tuple[str, ...]:
     """What a user should read about this plan, in plain words."""
     notes = []
+    if is_gguf_scheme(scheme) and all(s.type is None for s in sims) and all(s.gguf_name is None for s in sims):
+        notes.append(f"{scheme}: no tensor has a GGUF name, so this plan quantizes nothing: llama.cpp's converter "
+                     "(convert_hf_to_gguf.py) has no name mapping normscope knows for this architecture; the "
+                     "non-GGUF schemes (int4, int8, int4_sym_g128, …) still apply")
     norms = [s for s in sims if s.role.is_norm]
     if norms and all(s.type is None for s in norms):
         where = "llama.cpp keeps every 1-D tensor in F32" if is_gguf_scheme(scheme) else \

@@ -87,6 +87,16 @@ GEMMA_TEMPLATES = (
                            "post_feedforward_layernorm", "self_attn.q_proj", "self_attn.k_proj",
                            "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")),
 )
+# ref: gguf-py tensor_mapping.py (MODEL_ARCH.BERT), as convert_hf_to_gguf.py's BertModel maps them; the pooler
+# has no GGUF name (the converter does not write it)
+_LAYER = "encoder.layer.{bid}."
+BERT_TEMPLATES = (
+    "embeddings.word_embeddings", "embeddings.position_embeddings", "embeddings.token_type_embeddings",
+    "embeddings.LayerNorm",
+    *(_LAYER + s for s in ("attention.self.query", "attention.self.key", "attention.self.value",
+                           "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+                           "output.dense", "output.LayerNorm")),
+)
 MULTIMODAL_PREFIXES = (
     ("model.language_model.", "model."),  # transformers >= 4.52 layout
     ("language_model.model.", "model."),  # older Gemma3ForConditionalGeneration checkpoints
@@ -154,7 +164,8 @@ SPECS: dict[str, ArchSpec] = {s.name: s for s in (
     ArchSpec(
         name="bert", description="BERT and its kin: post-LN LayerNorm x̂·w+b", norm_convention=N.LAYERNORM,
         hf_architectures=("BertModel", "BertForMaskedLM", "BertForSequenceClassification"),
-        model_types=("bert",), gguf_arch="bert",
+        model_types=("bert",), gguf_arch="bert", hf_templates=BERT_TEMPLATES,
+        prefix_rewrites=(("bert.", ""),),  # BertForMaskedLM / ForSequenceClassification wrap the encoder
         signature=(r"encoder\.layer\.\d+\.attention\.self\.query\.",),
         rules=(
             rule(r"embeddings\.LayerNorm\.", R.NORM_EMBED),

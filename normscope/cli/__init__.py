@@ -23,6 +23,23 @@ from .simulate import schemes, simulate
 
 __all__ = ["app", "main"]
 
+
+def _flag_without_type(option_class: type) -> None:
+    """typer (0.29) prints a type after every option, `<bool>` after on/off flags such as --quiet and --help,
+    where there is no value to type: show none for flags."""
+    shown = getattr(option_class, "display_type_rich", None)
+    if shown is None or getattr(shown, "_normscope", False):
+        return
+
+    def display_type_rich(self, ctx):  # noqa: ANN001, ANN202 - typer's signature
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._normscope = True
+    option_class.display_type_rich = display_type_rich
+
+
+_flag_without_type(getattr(typer.core, "TyperOption", object))
+
 app = typer.Typer(name="normscope", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Tell the truth about an LLM checkpoint: norm gains in their real convention, outliers, "
                        "and what int4/int8/GGUF quantization will do, tensor by tensor.")

@@ -33,8 +33,8 @@ def forward(
                                               "public-domain sample shipped with normscope).")] = None,
     tokens: Annotated[int, typer.Option("--tokens", min=1, help="Tokens scored.")] = DEFAULT_TOKENS,
     ctx: Annotated[int | None, typer.Option("--ctx", min=2, help="Tokens per window (default: one window).")] = None,
-    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer directory or hub id (default: the "
-                                                  "base's).")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="Tokenizer directory, hub id or GGUF file "
+                                                  "(default: the base's).")] = None,
     sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Also quantize one tensor group at a time and "
                                               "rank the groups by KL (one forward pass per group).")] = False,
     sensitivity_scheme: Annotated[str | None, typer.Option("--sensitivity-scheme", help="Scheme for --sensitivity "

@@ -1,5 +1,5 @@
 """Quantization formats: every ggml block type bit-exact with llama.cpp (compiled kernels), optimum-quanto's
-integer schemes, GPTQ-style RTN and FP8 (numpy); llama.cpp's per-tensor type plans. No files, no torch.
+integer schemes, GPTQ-style RTN, FP8 and bitsandbytes NF4/FP4 (numpy); llama.cpp's per-tensor type plans. No files, no torch.
 
     >>> import numpy as np
     >>> from normscope.quant import quantize_blocks, dequantize_blocks
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import fp8, ggml, integer  # noqa: F401  (registers the formats)
+from . import bnb, fp8, ggml, integer  # noqa: F401  (registers the formats)
 from .base import FORMATS, GGMLFormat, QuantFormat, SimFormat, get_format
 from .health import BlockHealth, block_health
 from .layouts import LAYOUTS, QK_K, Layout

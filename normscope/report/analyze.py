@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..results import AnalyzeResult
+from ..results import AnalyzeResult, Role, name_order
 from .findings import analyze_verdict, grouped_explanations, plural
 from .fmt import count, num, pct, size, visible
 from .markdown import md_table, md_verdict
@@ -10,7 +10,14 @@ from .tables import Table
 from .terminal import render_tables
 from .text import register_text, register_verdict
 
-__all__ = ["analyze_header", "analyze_tables", "analyze_terminal", "analyze_markdown"]
+__all__ = ["analyze_header", "analyze_tables", "analyze_terminal", "analyze_markdown", "embeddings_kind"]
+
+
+def embeddings_kind(r: AnalyzeResult) -> str:
+    """'tied', 'untied', or 'no output head' (an encoder such as BERT has nothing to tie)."""
+    if r.summary.tied_embeddings:
+        return "tied"
+    return "untied" if any(t.role is Role.LM_HEAD for t in r.tensors) else "no output head"
 
 
 def analyze_header(r: AnalyzeResult) -> list[str]:
@@ -21,7 +28,8 @@ def analyze_header(r: AnalyzeResult) -> list[str]:
     lines = [
         f"source: {r.source.spec or r.source.path} ({r.source.format})",
         f"architecture: {arch} · {s.n_layers if s.n_layers is not None else '?'} layers · {count(s.n_params)} "
-        f"parameters · {size(s.bytes_on_disk)} on disk · {'tied' if s.tied_embeddings else 'untied'} embeddings",
+        f"parameters · {size(s.bytes_on_disk)} on disk · {embeddings_kind(r)}"
+        f"{' embeddings' if embeddings_kind(r) != 'no output head' else ''}",
         f"dtypes: {dtypes}",
     ]
     bad = [t for t in r.tensors for st in (t.norm, t.weight) if st and (st.nan_count or st.inf_count)]
@@ -32,13 +40,13 @@ def analyze_header(r: AnalyzeResult) -> list[str]:
 
 def analyze_tables(r: AnalyzeResult, top: int = 10) -> list[Table]:
     """Top norms by max |gain|, top weights by |w|max/σ, NaN/Inf tensors, parameters by role."""
-    norms = sorted((t for t in r.tensors if t.norm), key=lambda t: -t.norm.max_abs_gain)
+    norms = sorted((t for t in r.tensors if t.norm), key=lambda t: (-t.norm.max_abs_gain, name_order(t.name)))
     norm_rows = tuple(
         (t.name, t.norm.convention.value, num(t.norm.stored_max), num(t.norm.gain_max), num(t.norm.gain_min),
          num(t.norm.gain_p99), str(t.norm.negative_gain_count))
         for t in norms[:top])
     weights = sorted((t for t in r.tensors if t.weight and t.weight.std == t.weight.std and t.weight.std > 0),
-                     key=lambda t: -t.weight.absmax_over_std)
+                     key=lambda t: (-t.weight.absmax_over_std, name_order(t.name)))
     weight_rows = tuple(
         (t.name, t.role.value, "×".join(map(str, t.shape)), t.dtype, num(t.weight.absmax), num(t.weight.std),
          num(t.weight.absmax_over_std, 3), num(t.weight.excess_kurtosis, 3), count(t.weight.outlier_count))

@@ -16,7 +16,7 @@ from .base import ProgressFn, to_plain, ResultBase
 from .check import CHECK_SCHEMA_VERSION, RuleOutcome, Failure, CheckResult
 from .clip import (CLIP_SCHEMA_VERSION, ClipScope, ClipGranularity, SuperWeightCandidate, ClippedTensor, ClipFile,
                    ClipResult, SweepPoint, SweepTotal, SweepTensor, SweepBest, ClipSweepResult)
-from .common import Role, NormConvention, Component, SourceInfo, TensorInfo, TopValue
+from .common import Role, NormConvention, Component, SourceInfo, TensorInfo, TopValue, name_order
 from .compare import (COMPARE_SCHEMA_VERSION, Variant, TensorDiff, Unmatched, NormChange, PairResult, DepthProfile,
                       FailedVariant, CompareResult)
 from .forward import (FORWARD_SCHEMA_VERSION, KLStats, ForwardVariant, EvalText, MassiveChannel, LayerActivations,
@@ -27,7 +27,7 @@ from .simulate import (SIMULATE_SCHEMA_VERSION, ErrorStats, NormAwareError, Bloc
 
 __all__ = [
     "ProgressFn", "to_plain", "ResultBase", "Role", "NormConvention", "Component", "SourceInfo", "TensorInfo",
-    "TopValue", "NormStats", "WeightStats", "TensorReport", "Explanation", "ModelSummary", "ANALYZE_SCHEMA_VERSION",
+    "TopValue", "name_order", "NormStats", "WeightStats", "TensorReport", "Explanation", "ModelSummary", "ANALYZE_SCHEMA_VERSION",
     "AnalyzeResult", "CHECK_SCHEMA_VERSION", "RuleOutcome", "Failure", "CheckResult", "SIMULATE_SCHEMA_VERSION",
     "ErrorStats", "NormAwareError", "BlockHealthStats", "SimTensor", "SchemeResult", "SimulateResult",
     "COMPARE_SCHEMA_VERSION", "Variant", "TensorDiff", "Unmatched", "NormChange", "PairResult", "DepthProfile",

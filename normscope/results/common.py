@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from enum import Enum
 
 from .base import ResultBase
 
-__all__ = ["Role", "NormConvention", "Component", "SourceInfo", "TensorInfo", "TopValue"]
+__all__ = ["Role", "NormConvention", "Component", "SourceInfo", "TensorInfo", "TopValue", "name_order"]
+
+
+def name_order(name: str) -> tuple:
+    """The order of tensors that tie in a ranking, the same in every report: by name, with numbers compared as
+    numbers (layers.2 before layers.10), whatever order the file stores them in."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name) if p)
 
 
 class Role(str, Enum):

@@ -165,3 +165,20 @@ def test_baseline_against_a_clipped_variant_reports_the_drift_per_tensor(tmp_pat
     moved = {t.name: abs(t.max_after - t.max_before) / t.max_before for t in clipped.tensors}
     assert drift == pytest.approx({n: v for n, v in moved.items() if v > 0.05}, rel=1e-6)
     assert "model.layers.1.post_feedforward_layernorm.weight" in drift  # 1657 → its p99
+
+
+def test_ties_rank_the_same_in_analyze_and_check(tmp_path):
+    """Tensors that tie are listed in one order everywhere: by name, numbers as numbers (issue 21 item 13)."""
+    from normscope import analyze
+    from normscope.report.analyze import analyze_tables
+
+    t = gemma_tensors(layers=12)
+    for i in (10, 2, 7):  # equal gains; the file stores layers.10 before layers.2
+        t[f"model.layers.{i}.post_feedforward_layernorm.weight"] = np.full(64, 99.0)
+    t = {k: t[k] for k in sorted(t)}
+    d = write_model(tmp_path / "ties", t, {**GEMMA_CONFIG, "num_hidden_layers": 12}, "F32")
+    expected = [f"model.layers.{i}.post_feedforward_layernorm.weight" for i in (2, 7, 10)]
+    r = check(d, max_effective_gamma=50, use_pyproject=False)
+    assert [f.tensor for f in r.failures if f.value == 100.0] == expected
+    table = analyze_tables(analyze(d), top=20)[0]
+    assert [row[0] for row in table.rows if row[3] == "100"][:3] == expected

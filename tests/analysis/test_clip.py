@@ -159,6 +159,12 @@ def test_per_channel_clips_each_row_at_its_own_percentile(tmp_path):
     np.testing.assert_array_equal(before != after, np.abs(before) > limits[:, None])
     t = result.tensor(name)
     assert (t.threshold_min, t.threshold) == (limits.min(), limits.max())
+    # the note says per channel, as it clipped (it said "their tensor's p90", issue 21 item 11)
+    for r in (result, clip(src, 90, scope="linear", per="channel", include=[name], dry_run=True)):
+        (note,) = [n for n in r.notes if "Linear weight tensors" in n]
+        assert "their output channel's (row's) p90 of |w|" in note and "tensor's" not in note
+    (note,) = [n for n in clip(src, 90, scope="linear", include=[name], dry_run=True).notes if "Linear weight" in n]
+    assert "their tensor's p90 of |w|" in note
 
 
 def test_each_norm_is_clipped_in_its_own_convention(tmp_path):

@@ -241,3 +241,32 @@ def test_gguf_base_through_transformers_gguf_loader(gemma_gguf):
     q = r.variant("Q4_K_M")
     assert q.type_counts == {"F32": 109, "Q5_0": 81, "Q4_K": 27, "Q8_0": 10, "Q6_K": 9}
     assert q.kl.mean < 1e-4 and q.top1_agreement == 1.0
+
+
+# -- tokenizers (issue 21 item 8) -------------------------------------------------------------------
+
+def _weights_only_copy(src, dst):
+    """The export's weights and config linked into `dst`, without its tokenizer files."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.suffix in (".safetensors", ".json") and not f.name.startswith(("tokenizer", "special_tokens")):
+            (dst / f.name).symlink_to(f)
+    return dst
+
+
+def test_missing_or_empty_tokenizer_files_are_named_not_an_empty_text(gemma_hf, gemma_gguf, tmp_path):
+    """transformers builds an empty tokenizer from a directory whose tokenizer files are missing or empty; forward
+    said 'the evaluation text has fewer than 2 tokens'. It names the directory and the option instead."""
+    from normscope.analysis.forward.load import load_tokenizer
+
+    bare = _weights_only_copy(gemma_hf, tmp_path / "bare")
+    empty = _weights_only_copy(gemma_hf, tmp_path / "empty")
+    (empty / "tokenizer.json").write_text("")
+    (empty / "tokenizer_config.json").write_text("{}")
+    for d in (bare, empty):
+        with pytest.raises(ConfigError, match=r"(no usable tokenizer in|no tokenizer found for) .*pass --tokenizer"):
+            load_tokenizer(open_model(d).source)
+    # a GGUF file is a tokenizer transformers reads: --tokenizer model.gguf
+    tok = load_tokenizer(open_model(bare).source, gemma_gguf)
+    assert tok("Call me Ishmael.")["input_ids"] == load_tokenizer(open_model(gemma_hf).source)(
+        "Call me Ishmael.")["input_ids"]

@@ -137,3 +137,30 @@ def test_gemma_recipe_against_q4_k_m(gemma_hf):
     assert r.recipe.total_error <= q4.total_error < q5.total_error
     assert r.recipe.nbytes <= r.budget_bytes
     assert any("already lie on Q4_K_M's grid" in n for n in r.notes)
+
+
+def test_docs_console_pastes_are_the_real_output(gemma_hf, tmp_path):
+    """docs/recipe.md's commands run in order in one directory (simulate reads the recipe.args the recipe wrote,
+    `$(cat FILE)` expanded as the shell would) and every pasted line is in the real output: the page pasted
+    "100.0% of params" where simulate prints "127 of 236 tensors" (issue 21 item 10)."""
+    import os
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "recipe.md").read_text(encoding="utf-8")
+    (tmp_path / "gemma-3-270m-hf").symlink_to(gemma_hf)
+    commands = [(cmd, pasted) for block in re.findall(r"```console\n(.+?)```", doc, re.S)
+                for cmd, pasted in re.findall(r"^\$ (normscope .*)\n((?:(?!\$ ).*\n)*)", block, re.M)]
+    assert len(commands) == 2
+    for cmd, pasted in commands:
+        cmd = re.sub(r"\$\(cat (\S+)\)", lambda m: shlex.join((tmp_path / m[1]).read_text().split()), cmd)
+        proc = subprocess.run([sys.executable, "-m", "normscope", *shlex.split(cmd)[1:]], capture_output=True,
+                              text=True, timeout=900, cwd=tmp_path, env={**os.environ, "COLUMNS": "130"})
+        assert proc.returncode == 0, proc.stderr
+        real = " ".join(proc.stdout.split())
+        for row in pasted.strip().splitlines():
+            if row.strip() and row.strip() != "…":
+                assert " ".join(row.split()) in real, f"docs/recipe.md: pasted line not in the real output: {row!r}"

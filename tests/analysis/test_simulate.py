@@ -116,7 +116,7 @@ def test_int4_and_int8_equal_optimum_quanto(tmp_path):
     assert simulate(path, schemes="int4", include_lm_head=True).scheme("int4").tensor("lm_head.weight").type == "int4"
 
 
-@pytest.mark.parametrize("scheme", ["fp8", "int4_sym_tensor", "fp8_block", "Q4_K_M", "int4"])
+@pytest.mark.parametrize("scheme", ["fp8", "int4_sym_tensor", "fp8_block", "Q4_K_M", "int4", "nf4", "fp4_g256"])
 def test_chunked_equals_whole(tmp_path, scheme):
     """Per-tensor scales (fp8, *_sym_tensor) and 128-row tiles (fp8_block) survive row chunking."""
     tensors = llama_tensors(hidden=256, ffn=512, seed=3)
@@ -203,3 +203,19 @@ def test_nan_and_inf_are_error_findings_in_simulate(tmp_path, capsys):
     code, out, err = run_cli(["simulate", model, "--scheme", "Q8_0"], capsys)
     assert code == 0 and "NON-FINITE VALUES in 2 tensors: the checkpoint is damaged" in out
     assert "[error] model.layers.1.mlp.down_proj.weight: 1 NaN or infinite value" in " ".join(out.split())
+
+
+def test_an_architecture_without_gguf_names_says_why_the_gguf_plan_is_empty(tmp_path):
+    """simulate said 'Q4_K_M 0 of N tensors … inf' with no word (issue 21 item 5): a checkpoint whose names
+    llama.cpp's converter has no mapping for gets a note, and the non-GGUF schemes still quantize it."""
+    rng = np.random.default_rng(0)
+    tensors = {name: rng.standard_normal((64, 64)).astype(np.float32)
+               for name in ("encoder.blocks.0.attn.q_proj.weight", "encoder.blocks.0.mlp.fc1.weight")}
+    tensors["encoder.blocks.0.norm1.weight"] = np.ones(64, np.float32)
+    d = write_model(tmp_path / "odd", tensors, {"architectures": ["OddForCausalLM"], "model_type": "odd"}, "F32")
+    r = simulate(d, schemes="Q4_K_M,int8")
+    q = r.scheme("Q4_K_M")
+    assert q.quantized_params == 0
+    assert any("no tensor has a GGUF name" in n and "convert_hf_to_gguf.py" in n for n in q.notes)
+    assert r.scheme("int8").quantized_params == 2 * 64 * 64
+    assert not any("GGUF name" in n for n in r.scheme("int8").notes)

@@ -74,7 +74,7 @@ def test_dry_run_markdown_is_exact_and_writes_nothing(gemma, tmp_path, capsys):
 
 ### Notes
 
-- **info**: 3 Linear weight tensors would change: 1,457 of 24,576 values (5.93%) clipped to their tensor's p95 of |w|; `normscope clip --sweep` shows whether that lowers the error of a quantized model or only adds to it
+- **info**: 3 Linear weight tensors would change: 1,457 of 24,576 values (5.93%) clipped to their output channel's (row's) p95 of |w|; `normscope clip --sweep` shows whether that lowers the error of a quantized model or only adds to it
 """
 
 

@@ -70,7 +70,7 @@ def _no_grad():
 
 
 def test_registry_is_data():
-    assert [f.name for f in PACKS] == ["gptq", "awq", "quanto", "compressed-tensors", "fp8"]
+    assert [f.name for f in PACKS] == ["gptq", "awq", "quanto", "compressed-tensors", "fp8", "bitsandbytes"]
 
 
 # -- GPTQ --------------------------------------------------------------------------------------------
@@ -545,8 +545,16 @@ def test_adapter_dir_alone_is_not_a_model(tmp_path):
 
 
 def test_unread_method_is_an_error(tmp_path):
+    d = _write(tmp_path / "hqq", {"m.weight": torch.zeros(8, 4, dtype=torch.uint8)}, {"quant_method": "hqq"})
+    with pytest.raises(CheckpointError, match="'hqq'"):
+        open_path(d)
+    # bitsandbytes is read, but only its 4-bit quant states: 8-bit and state-less files are refused
     d = _write(tmp_path / "bnb", {"m.weight": torch.zeros(8, 4, dtype=torch.uint8)}, {"quant_method": "bitsandbytes"})
-    with pytest.raises(CheckpointError, match="bitsandbytes"):
+    with pytest.raises(CheckpointError, match="no tensor holds a 4-bit quant state"):
+        open_path(d)
+    d = _write(tmp_path / "bnb8", {"m.weight": torch.zeros(8, 4, dtype=torch.int8), "m.SCB": torch.ones(8)},
+               {"quant_method": "bitsandbytes", "load_in_8bit": True})
+    with pytest.raises(CheckpointError, match="8-bit"):
         open_path(d)
 
 

@@ -7,7 +7,7 @@ is a gain of 1657, trained that way, and no mainstream weight quantizer touches 
 from __future__ import annotations
 
 from ...arch import FORMULA, GAIN_OFFSET
-from ...results import Explanation, NormConvention, Role, TensorReport
+from ...results import Explanation, NormConvention, Role, TensorReport, name_order
 
 __all__ = ["explain", "QUANTIZERS_SKIP_NORMS"]
 
@@ -31,7 +31,7 @@ def explain(reports: tuple[TensorReport, ...], explain_above: float, outlier_rat
     """Explanations for norms whose |gain| exceeds `explain_above`, non-finite values, and linear
     tensors whose largest |w| is more than `outlier_ratio` standard deviations."""
     out: list[Explanation] = []
-    by_gain = sorted(reports, key=lambda r: -(r.norm.max_abs_gain if r.norm else 0.0))
+    by_gain = sorted(reports, key=lambda r: (-(r.norm.max_abs_gain if r.norm else 0.0), name_order(r.name)))
     for r in by_gain:
         for stats in (r.norm, r.weight):
             if stats is not None and (stats.nan_count or stats.inf_count):

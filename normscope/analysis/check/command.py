@@ -15,7 +15,7 @@ from typing import Any
 from ...errors import ConfigError
 from ...io import DEFAULT_CHUNK_ELEMENTS
 from ...quant import canonical_scheme
-from ...results import CheckResult, Failure, NormConvention, ProgressFn, RuleOutcome
+from ...results import CheckResult, Failure, NormConvention, ProgressFn, RuleOutcome, name_order
 from ..analyze import analyze_model
 from ..engine.model import Model, open_model
 from ..engine.workers import Executor
@@ -117,7 +117,7 @@ def evaluate(measured: dict[str, Any], config: CheckConfig, baseline: dict[str, 
         outcomes.append(RuleOutcome(name, threshold, source or "tensors override", checked, failed,
                                     rule.description, by_role))
     order = list(RULES)
-    failures.sort(key=lambda f: (order.index(f.rule), -_excess(f)))  # worst offender first
+    failures.sort(key=lambda f: (order.index(f.rule), -_excess(f), name_order(f.tensor)))  # worst offender first
     return outcomes, failures, warnings
 
 

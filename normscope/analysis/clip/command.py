@@ -137,12 +137,13 @@ def _result(model: Model, p: float, scope: ClipScope, per: ClipGranularity, prot
         source=model.source, architecture=model.detected.spec.name, out=out, dry_run=dry_run, percentile=p,
         scope=scope, per=per, protect=protect, considered=len(plans), changed=len(changed),
         values_clipped=sum(t.clipped for t in changed), tensors=changed, skipped=skipped, super_weights=supers,
-        files=files, verified=verified, notes=_notes(p, protect, plans, changed, supers, dry_run),
+        files=files, verified=verified, notes=_notes(p, per, protect, plans, changed, supers, dry_run),
         warnings=tuple(model.warnings) + tuple(warnings), options=options)
 
 
-def _notes(p: float, protect: bool, plans: list[ClipTarget], changed: tuple[ClippedTensor, ...],
-           supers: tuple[SuperWeightCandidate, ...], dry_run: bool) -> tuple[str, ...]:
+def _notes(p: float, per: ClipGranularity, protect: bool, plans: list[ClipTarget],
+           changed: tuple[ClippedTensor, ...], supers: tuple[SuperWeightCandidate, ...],
+           dry_run: bool) -> tuple[str, ...]:
     """What the user should read about this clip, in plain words."""
     would = "would change" if dry_run else "changed"
     notes = []
@@ -166,8 +167,9 @@ def _notes(p: float, protect: bool, plans: list[ClipTarget], changed: tuple[Clip
     if weights:
         n = sum(t.clipped for t in weights)
         total = sum(t.n_values for t in weights)
+        where = "their tensor's" if per is ClipGranularity.TENSOR else "their output channel's (row's)"
         notes.append(f"{len(weights)} Linear weight tensors {would}: {n:,} of {total:,} values "
-                     f"({100 * n / total:.3g}%) clipped to their tensor's p{p:g} of |w|; `normscope clip --sweep` "
+                     f"({100 * n / total:.3g}%) clipped to {where} p{p:g} of |w|; `normscope clip --sweep` "
                      "shows whether that lowers the error of a quantized model or only adds to it")
     if supers:
         kept = sum(t.protected for t in changed)

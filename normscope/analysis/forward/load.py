@@ -96,6 +96,13 @@ def load_causal_lm(source: SourceInfo) -> Any:
     return model
 
 
+def _usable(tok: Any) -> bool:
+    try:
+        return len(tok("The quick brown fox jumps over the lazy dog.")["input_ids"]) >= 2
+    except Exception:  # noqa: BLE001 - a tokenizer that cannot encode a sentence is not usable, whatever it raises
+        return False
+
+
 def load_tokenizer(source: SourceInfo, tokenizer: str | Path | None = None) -> Any:
     """The tokenizer: `tokenizer` if given, else the one beside the weights (or inside the GGUF); for a hub id
     whose snapshot holds only weights, the hub repo's tokenizer through the HF cache.
@@ -108,7 +115,11 @@ def load_tokenizer(source: SourceInfo, tokenizer: str | Path | None = None) -> A
     tried = []
     candidates: list[tuple[str, dict[str, Any]]] = []
     if tokenizer is not None:
-        candidates.append((str(tokenizer), {}))
+        given = Path(tokenizer)
+        if given.suffix.lower() == ".gguf" and given.is_file():  # transformers reads a GGUF's own tokenizer
+            candidates.append((str(given.parent), {"gguf_file": given.name}))
+        else:
+            candidates.append((str(tokenizer), {}))
     else:
         directory, gguf = _files(source)
         candidates.append((str(directory), {"gguf_file": gguf, "local_files_only": True} if gguf
@@ -119,8 +130,16 @@ def load_tokenizer(source: SourceInfo, tokenizer: str | Path | None = None) -> A
     for where, kwargs in candidates:
         try:
             with _quiet_transformers():
-                return auto.from_pretrained(where, **kwargs)
+                tok = auto.from_pretrained(where, **kwargs)
         except (OSError, ValueError, KeyError, TypeError) as e:
             tried.append(f"{where}: {type(e).__name__}")
+            continue
+        if _usable(tok):
+            return tok
+        # transformers builds an empty tokenizer from missing or empty tokenizer files instead of failing
+        tried.append(f"{where}: no usable tokenizer (it splits a sentence into fewer than 2 tokens)")
+    if len(tried) == 1 and "no usable tokenizer" in tried[0]:
+        raise ConfigError(f"no usable tokenizer in {candidates[0][0]} (its tokenizer files are missing or empty); "
+                          "pass --tokenizer DIR, a hub id or a .gguf")
     raise ConfigError(f"no tokenizer found for {source.spec or source.path} (tried {'; '.join(tried)}); "
-                      "pass --tokenizer DIR")
+                      "pass --tokenizer DIR, a hub id or a .gguf")

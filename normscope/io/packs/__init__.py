@@ -15,7 +15,7 @@ import logging
 from ...errors import CheckpointError
 
 from ..checkpoint import Checkpoint
-from . import awq, compressed, fp8, gptq, quanto
+from . import awq, bnb4, compressed, fp8, gptq, quanto
 from .base import Logical, PackContext, PackedCheckpoint, PackFormat, load_side_json, read_block, read_rows
 from .lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, apply_adapter, is_adapter_dir, lora_scale
 
@@ -25,10 +25,11 @@ __all__ = ["PACKS", "PackFormat", "PackedCheckpoint", "Logical", "wrap_pack", "a
 log = logging.getLogger(__name__)
 
 # Order matters only without a config: the first format whose tensor signature matches wins.
-PACKS: tuple[PackFormat, ...] = (gptq.FORMAT, awq.FORMAT, quanto.FORMAT, compressed.FORMAT, fp8.FORMAT)
+PACKS: tuple[PackFormat, ...] = (gptq.FORMAT, awq.FORMAT, quanto.FORMAT, compressed.FORMAT, fp8.FORMAT,
+                                 bnb4.FORMAT)
 
 # quant_method values of packs normscope does not read: their stored tensors are not weights
-UNREAD = ("bitsandbytes", "hqq", "aqlm", "vptq", "exl2", "eetq", "higgs", "spqr")
+UNREAD = ("hqq", "aqlm", "vptq", "exl2", "eetq", "higgs", "spqr")
 
 # Side files some tools write instead of (or besides) config.json's quantization_config.
 SIDE_FILES = ("quantize_config.json",  # ref: auto-gptq / GPTQModel `QuantizeConfig.save_pretrained`

@@ -9,7 +9,7 @@ from pathlib import PurePath
 
 from ...results import AnalyzeResult
 from .. import plots
-from ..analyze import analyze_tables
+from ..analyze import analyze_tables, embeddings_kind
 from ..findings import grouped_explanations, plural
 from ..fmt import count, num, pct, size
 from ..tables import Table
@@ -61,7 +61,7 @@ def _summary(r: AnalyzeResult, nonfinite: list[Table]) -> Section:
         ("tensors", count(s.n_tensors)),
         ("parameters", count(s.n_params)),
         ("on disk", f"{size(s.bytes_on_disk)} ({count(s.bytes_on_disk)} bytes)"),
-        ("embeddings", "tied (the output reuses the embedding)" if s.tied_embeddings else "untied"),
+        ("embeddings", {"tied": "tied (the output reuses the embedding)"}.get(embeddings_kind(r), embeddings_kind(r))),
         ("dtype mix", ", ".join(f"{k} {pct(v, s.n_params)}" for k, v in s.params_by_dtype.items())),
         ("largest tensor", s.largest_tensor or "—"),
     ))
