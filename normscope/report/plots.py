@@ -91,9 +91,14 @@ def _plain_log(axis: Any) -> None:
     (`$\\mathdefault{10^{5}}$`), which with text.parse_math off reaches the page as that literal text."""
     from matplotlib.ticker import LogFormatter
 
-    # what matplotlib's log scale installs, without the TeX: minor ticks labelled when the axis spans under a decade
-    axis.set_major_formatter(LogFormatter(10))
-    axis.set_minor_formatter(LogFormatter(10, labelOnlyBase=False))
+    class Plain(LogFormatter):
+        # LogFormatter decides which ticks get a label (minor ones when the axis spans under a decade); the label
+        # is the number as Python writes it (0.01, 1000, 1e+05), not LogFormatter's 1e−02
+        def __call__(self, x: float, pos: Any = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain(10))
+    axis.set_minor_formatter(Plain(10, labelOnlyBase=False))
 
 
 def _luminance(rgba: Sequence[float]) -> float:
@@ -239,7 +244,7 @@ def dots(labels: Sequence[str], series: Mapping[str, Sequence[Value]], *, xlabel
 
 
 def tradeoff(points: Mapping[str, tuple[float, float]], front: Sequence[str] = (), *, xlabel: str = "",
-             ylabel: str = "", title: str = "") -> str:
+             ylabel: str = "", title: str = "", log: bool = False) -> str:
     """Labelled points (x, y), e.g. a scheme's bits per weight against its SQNR; the labels in `front` (the
     schemes no other beats, in x order) are joined by a line, so the Pareto front shows.
     """
@@ -257,6 +262,9 @@ def tradeoff(points: Mapping[str, tuple[float, float]], front: Sequence[str] = (
         ax.grid(color="#e4e4e4", linewidth=0.6)
         ax.margins(x=0.15, y=0.12)
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        if log:
+            ax.set_yscale("log")
+            _plain_log(ax.yaxis)
         if len(front) > 1:
             ax.legend(loc="best", frameon=False)
     return out[0]

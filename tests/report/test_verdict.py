@@ -423,3 +423,15 @@ def test_heatmap_labels_every_cell_tied_with_the_last_labelled_one():
     svg = plots.heatmap(values, rows=["post_ffn"], cols=[str(i) for i in range(7)], annotate=5)
     labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
     assert labels.count("789") == 2 and "741" not in labels
+
+
+def test_forward_page_draws_size_against_kl(fwd):
+    section = next(s for s in sections_for(fwd) if s.id == "forward")
+    fig = next(b for b in section.blocks if isinstance(b, Figure) and b.data is not None
+               and b.data.title == "Size against KL")
+    q8, q2 = fwd.variant("Q8_0"), fwd.variant("Q2_K")
+    rows = {row[0]: row for row in fig.data.rows}
+    assert rows["Q8_0"][1:3] == (num(q8.bits_per_weight, 4), num(q8.kl.mean, 4))
+    # Q2_K is smaller, Q8_0 closer to the base: neither beats the other
+    assert q2.bits_per_weight < q8.bits_per_weight and q8.kl.mean < q2.kl.mean
+    assert rows["Q8_0"][3] == rows["Q2_K"][3] == "yes"
