@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from ..results import AnalyzeResult, Role, name_order
+from .findings import analyze_verdict, grouped_explanations, plural
 from .fmt import count, num, pct, size, visible
-from .markdown import md_table
+from .markdown import md_table, md_verdict
 from .tables import Table
 from .terminal import render_tables
-from .text import register_text
+from .text import register_text, register_verdict
 
 __all__ = ["analyze_header", "analyze_tables", "analyze_terminal", "analyze_markdown", "embeddings_kind"]
 
@@ -70,28 +71,25 @@ def analyze_tables(r: AnalyzeResult, top: int = 10) -> list[Table]:
     return tables
 
 
-def analyze_terminal(r: AnalyzeResult, top: int = 10, width: int = 120, color: bool = False,
-                     max_explanations: int = 12) -> str:
-    """The analyze summary as shown by `normscope analyze`."""
-    notes = [("warning", w) for w in r.warnings]
-    ranked = sorted(r.explanations, key=lambda e: {"error": 0, "warning": 1}.get(e.severity, 2))
-    notes += [(e.severity, f"{e.tensor}: {e.text}") for e in ranked[:max_explanations]]
-    if len(ranked) > max_explanations:
-        notes.append(("info", f"{len(ranked) - max_explanations} more explanations in --json / --md output"))
-    return render_tables(analyze_header(r), analyze_tables(r, top), notes, width, color)
+def analyze_terminal(r: AnalyzeResult, top: int = 10, width: int = 120, color: bool = False) -> str:
+    """The analyze summary as shown by `normscope analyze`: the verdict first, the explanations grouped by kind."""
+    notes = [("warning", w) for w in r.warnings] + grouped_explanations(r, top)
+    return render_tables(analyze_header(r), analyze_tables(r, top), notes, width, color, verdict=analyze_verdict(r))
 
 
 def analyze_markdown(r: AnalyzeResult, top: int = 10) -> str:
-    """The analyze report as Markdown: summary, top tables, every explanation."""
-    parts = ["## normscope analyze", ""]
+    """The analyze report as Markdown: verdict, summary, top tables, the explanations grouped by kind (every
+    tensor's own reading is in the JSON)."""
+    parts = ["## normscope analyze", ""] + md_verdict(analyze_verdict(r))
     parts += [f"- {visible(line)}" for line in analyze_header(r)]
     parts += [f"- **warning**: {visible(w)}" for w in r.warnings]
     parts.append("")
     parts += [md for t in analyze_tables(r, top) if (md := md_table(t))]
     if r.explanations:
-        parts.append(f"### Explanations ({len(r.explanations)})\n")
-        parts += [f"- **{e.severity}** `{visible(e.tensor)}`: {visible(e.text)}" for e in r.explanations]
+        parts.append(f"### Explanations ({plural(len(r.explanations), 'tensor')})\n")
+        parts += [f"- **{sev}**: {visible(text)}" for sev, text in grouped_explanations(r, top)]
     return "\n".join(parts).rstrip() + "\n"
 
 
 register_text(AnalyzeResult, terminal=analyze_terminal, markdown=analyze_markdown)
+register_verdict(AnalyzeResult, analyze_verdict)

@@ -7,12 +7,12 @@ from xml.etree import ElementTree as ET
 
 from ..results import CheckResult
 from .fmt import count, num, visible
-from .markdown import md_table
+from .markdown import md_table, md_verdict
 from .tables import Table
 from .terminal import render_tables
-from .text import register_text
+from .text import register_text, register_verdict
 
-__all__ = ["check_tables", "check_terminal", "check_markdown", "check_junit", "check_annotations"]
+__all__ = ["check_tables", "check_terminal", "check_markdown", "check_junit", "check_annotations", "check_verdict"]
 
 
 def _threshold(t) -> str:
@@ -47,14 +47,43 @@ def check_tables(r: CheckResult, top: int = 20) -> list[Table]:
     return [rules, fails]
 
 
+def check_verdict(r: CheckResult) -> list[str]:
+    """PASSED with what was checked, or one line per failing rule (most failures first, at most three) naming its
+    worst offender against the threshold.
+
+    Example:
+        >>> check_verdict(normscope.check("gemma-3-270m-hf", max_effective_gamma=100))[0]  # doctest: +SKIP
+        'FAILED max_effective_gamma on 45 of 109 tensors; worst model.layers.16.post_feedforward_layernorm.weight: ...'
+    """
+    if r.passed:
+        return ["PASSED: every rule holds (" + ", ".join(f"{o.rule} on {count(o.checked)} tensors" for o in r.rules)
+                + ")"]
+    failing = sorted((o for o in r.rules if o.failed), key=lambda o: -o.failed)
+    lines = []
+    for o in failing[:3]:
+        worst = next((f for f in r.failures if f.rule == o.rule), None)
+        line = f"FAILED {o.rule} on {count(o.failed)} of {count(o.checked)} tensors"
+        if worst is not None:
+            under = f" under {worst.scheme}" if worst.scheme else ""
+            line += f"; worst {worst.tensor}{under}: {num(worst.value)} against {_threshold(worst.threshold)}"
+        lines.append(line)
+    if len(failing) > 3:
+        lines[-1] += f"; {len(failing) - 3} more rules failed"
+    elif len(lines) < 3:
+        lines.append("fix the checkpoint, or accept what is expected with a per-glob table in "
+                     "[tool.normscope.check] (docs/check.md)")
+    return lines
+
+
 def check_terminal(r: CheckResult, top: int = 20, width: int = 120, color: bool = False) -> str:
     notes = [("warning", w) for w in r.warnings]
-    return render_tables(check_header(r), check_tables(r, top), notes, width, color)
+    return render_tables(check_header(r), check_tables(r, top), notes, width, color, verdict=check_verdict(r))
 
 
 def check_markdown(r: CheckResult, top: int = 20) -> str:
     icon = "✅" if r.passed else "❌"
-    parts = [f"## {icon} normscope check", ""] + [f"- {visible(line)}" for line in check_header(r)]
+    parts = [f"## {icon} normscope check", ""] + md_verdict(check_verdict(r))
+    parts += [f"- {visible(line)}" for line in check_header(r)]
     parts += [f"- **warning**: {visible(w)}" for w in r.warnings] + [""]
     parts += [md for t in check_tables(r, top) if (md := md_table(t))]
     return "\n".join(parts).rstrip() + "\n"
@@ -102,3 +131,4 @@ def check_annotations(r: CheckResult, limit: int = 50) -> str:
 
 
 register_text(CheckResult, terminal=check_terminal, markdown=check_markdown)
+register_verdict(CheckResult, check_verdict)

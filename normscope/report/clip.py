@@ -10,10 +10,10 @@ from .fmt import count, num, size
 from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
-from .text import register_text
+from .text import register_text, register_verdict
 
 __all__ = ["clip_header", "clip_tables", "clip_terminal", "clip_markdown", "sweep_header", "sweep_tables",
-           "sweep_terminal", "sweep_markdown"]
+           "sweep_terminal", "sweep_markdown", "clip_verdict", "sweep_verdict"]
 
 
 def _rel(x: float) -> str:
@@ -66,14 +66,38 @@ def _clip_notes(r: ClipResult) -> list[tuple[str, str]]:
     return notes
 
 
+def clip_verdict(r: ClipResult) -> list[str]:
+    """What was clipped (and where it went), the largest cut, and what clipping norms costs.
+
+    Example:
+        >>> clip_verdict(normscope.clip("gemma-3-270m-hf", 99, dry_run=True))[0]  # doctest: +SKIP
+        'dry run: would clip 606 values in 109 of 109 tensors at p99 per tensor; nothing written'
+    """
+    where = ("nothing written" if r.dry_run else
+             f"written to {r.out}" + (", every byte re-read and checked" if r.verified else ", NOT verified"))
+    verb = "would clip" if r.dry_run else "clipped"
+    lines = [f"{'dry run: ' if r.dry_run else ''}{verb} {count(r.values_clipped)} values in {r.changed} of "
+             f"{r.considered} tensors at p{r.percentile:g} per {r.per.value}; {where}"]
+    if r.tensors:
+        t = max(r.tensors, key=lambda t: t.max_before)
+        what = "|gain|" if t.domain == "gain" else "|w|"
+        lines.append(f"largest cut: {t.name}, {what} {num(t.max_before)} → {num(t.max_after)}"
+                     + (f"; {len(r.super_weights)} super-weight candidates left alone" if r.protect and r.super_weights
+                        else ""))
+    if any(t.domain == "gain" for t in r.tensors):
+        lines.append("no weight quantizer touches norms (llama.cpp keeps them F32): clipped gains are error added to "
+                     "the model as trained; clip --sweep and forward measure what it costs")
+    return lines
+
+
 def clip_terminal(r: ClipResult, top: int = 10, width: int = 120, color: bool = False) -> str:
     """The clip summary as shown by `normscope clip`."""
-    return render_tables(clip_header(r), clip_tables(r, top), _clip_notes(r), width, color)
+    return render_tables(clip_header(r), clip_tables(r, top), _clip_notes(r), width, color, verdict=clip_verdict(r))
 
 
 def clip_markdown(r: ClipResult, top: int = 10) -> str:
     """The clip report as GitHub-flavoured Markdown."""
-    return md_report("normscope clip", clip_header(r), clip_tables(r, top), _clip_notes(r))
+    return md_report("normscope clip", clip_header(r), clip_tables(r, top), _clip_notes(r), verdict=clip_verdict(r))
 
 
 # -- sweep ---------------------------------------------------------------------------------------
@@ -112,15 +136,37 @@ def _sweep_notes(r: ClipSweepResult) -> list[tuple[str, str]]:
     return [("warning", w) for w in r.warnings] + [("info", n) for n in r.notes]
 
 
+def sweep_verdict(r: ClipSweepResult) -> list[str]:
+    """Per scheme (at most three lines): the percentile that minimises its total error, against no clipping."""
+    lines = []
+    for b in r.best[:3]:
+        if b.percentile >= 100 or b.total_rel_l2 >= b.no_clip_total_rel_l2:
+            lines.append(f"{b.scheme}: clipping does not help; no percentile below 100 lowers its total error "
+                         f"({_rel(b.no_clip_total_rel_l2)} unclipped)")
+        else:
+            at = next((t for t in r.totals if t.scheme == b.scheme and t.percentile == b.percentile), None)
+            change = f" ({_signed_pct(at.vs_no_clip)})" if at is not None else ""
+            lines.append(f"{b.scheme}: best at p{b.percentile:g}, total error {_rel(b.total_rel_l2)} against "
+                         f"{_rel(b.no_clip_total_rel_l2)} unclipped{change}; it helps "
+                         f"{len(b.helped)} tensors, hurts {len(b.hurt)}")
+    if len(r.best) > 3:
+        lines[-1] += f"; {len(r.best) - 3} more schemes in the tables"
+    return lines
+
+
 def sweep_terminal(r: ClipSweepResult, top: int = 10, width: int = 120, color: bool = False) -> str:
     """The sweep summary as shown by `normscope clip --sweep`."""
-    return render_tables(sweep_header(r), sweep_tables(r, top), _sweep_notes(r), width, color)
+    return render_tables(sweep_header(r), sweep_tables(r, top), _sweep_notes(r), width, color,
+                         verdict=sweep_verdict(r))
 
 
 def sweep_markdown(r: ClipSweepResult, top: int = 10) -> str:
     """The sweep report as GitHub-flavoured Markdown."""
-    return md_report("normscope clip --sweep", sweep_header(r), sweep_tables(r, top), _sweep_notes(r))
+    return md_report("normscope clip --sweep", sweep_header(r), sweep_tables(r, top), _sweep_notes(r),
+                     verdict=sweep_verdict(r))
 
 
 register_text(ClipResult, terminal=clip_terminal, markdown=clip_markdown)
 register_text(ClipSweepResult, terminal=sweep_terminal, markdown=sweep_markdown)
+register_verdict(ClipResult, clip_verdict)
+register_verdict(ClipSweepResult, sweep_verdict)

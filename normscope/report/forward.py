@@ -7,9 +7,10 @@ from .fmt import count, num, size
 from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
-from .text import register_text
+from .text import register_text, register_verdict
 
-__all__ = ["forward_header", "forward_tables", "activation_tables", "forward_terminal", "forward_markdown"]
+__all__ = ["forward_header", "forward_tables", "activation_tables", "forward_terminal", "forward_markdown",
+           "forward_verdict"]
 
 
 def _pct(x: float | None) -> str:
@@ -132,14 +133,50 @@ def _notes(r: ForwardResult) -> list[tuple[str, str]]:
     return notes
 
 
+def _variant_fact(v: ForwardVariant) -> str:
+    return (f"{v.label} (KL {_kl(v.kl.mean)} nats per token, top-1 {_pct(v.top1_agreement)}, perplexity "
+            f"{num(v.perplexity, 4)})")
+
+
+def forward_verdict(r: ForwardResult) -> list[str]:
+    """fp16 overflow first (a warning), then the variants closest to and furthest from the base by mean KL, then
+    the group whose quantization alone moves the outputs most.
+
+    Example:
+        >>> forward_verdict(normscope.forward("gemma-3-270m-hf", schemes="Q4_K_M,Q2_K"))[1]  # doctest: +SKIP
+        'closest to the base: Q4_K_M (KL 9.351e-05 nats per token, ...); furthest: Q2_K (...)'
+    """
+    lines = []
+    p = r.activations
+    if p is not None and p.fp16_overflow:
+        top = p.fp16_overflow[0]
+        limit = num(p.thresholds.get("fp16_max", 65504.0))
+        lines.append(f"WARNING fp16 overflow: {len(p.fp16_overflow)} modules exceed ±{limit} on the base pass "
+                     f"(largest {num(top.max_abs)} in {top.module}): run this model in bf16 or fp32, not fp16")
+    ranked = sorted((v for v in r.variants if v.kl is not None), key=lambda v: v.kl.mean)
+    if len(ranked) == 1:
+        lines.append(f"against the base ({num(r.base.perplexity, 4)} perplexity): {_variant_fact(ranked[0])}")
+    elif ranked:
+        lines.append(f"closest to the base: {_variant_fact(ranked[0])}; furthest: {_variant_fact(ranked[-1])}; "
+                     f"base perplexity {num(r.base.perplexity, 4)}")
+    if r.sensitivity:
+        g = r.sensitivity[0]
+        lines.append(f"most sensitive under {r.sensitivity_scheme}: {g.group} alone moves the outputs by KL "
+                     f"{_kl(g.kl.mean)} nats per token (top-1 {_pct(g.top1_agreement)}): keep it at more bits first")
+    return lines[:3]
+
+
 def forward_terminal(r: ForwardResult, top: int = 10, width: int = 120, color: bool = False) -> str:
-    """The forward summary as shown by `normscope forward`."""
-    return render_tables(forward_header(r), forward_tables(r, top), _notes(r), width, color)
+    """The forward summary as shown by `normscope forward`, its verdict first."""
+    return render_tables(forward_header(r), forward_tables(r, top), _notes(r), width, color,
+                         verdict=forward_verdict(r))
 
 
 def forward_markdown(r: ForwardResult, top: int = 10) -> str:
-    """The forward report as GitHub-flavoured Markdown (tables, every note)."""
-    return md_report("normscope forward", forward_header(r), forward_tables(r, top), _notes(r))
+    """The forward report as GitHub-flavoured Markdown (verdict, tables, every note)."""
+    return md_report("normscope forward", forward_header(r), forward_tables(r, top), _notes(r),
+                     verdict=forward_verdict(r))
 
 
 register_text(ForwardResult, terminal=forward_terminal, markdown=forward_markdown)
+register_verdict(ForwardResult, forward_verdict)

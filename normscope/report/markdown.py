@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from .fmt import visible
 from .tables import Table
 
-__all__ = ["md_table", "md_report"]
+__all__ = ["md_table", "md_report", "md_verdict"]
 
 
 def _cell(text: str) -> str:
@@ -31,11 +31,21 @@ def md_table(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def md_verdict(verdict: Sequence[str]) -> list[str]:
+    """The verdict as a quoted block of bold lines (empty when there is none)."""
+    if not verdict:
+        return []
+    return ["  \n".join(f"> **{visible(line)}**" if i == 0 else f"> {visible(line)}"
+                        for i, line in enumerate(verdict)), ""]
+
+
 def md_report(title: str, header: Sequence[str], tables: Sequence[Table], notes: Sequence[tuple[str, str]] = (),
-              sections: Sequence[str] = (), notes_title: str = "Notes", label_info: bool = True) -> str:
-    """A command's report: `## title`, the header as a list, the non-empty tables, extra `sections`
+              sections: Sequence[str] = (), notes_title: str = "Notes", label_info: bool = True,
+              verdict: Sequence[str] = ()) -> str:
+    """A command's report: `## title`, the verdict, the header as a list, the non-empty tables, extra `sections`
     (lines), then the (severity, text) notes under `### notes_title` (info unlabelled unless `label_info`)."""
-    parts = [f"## {visible(title)}", ""] + [f"- {visible(line)}" for line in header] + [""]
+    parts = [f"## {visible(title)}", ""] + md_verdict(verdict)
+    parts += [f"- {visible(line)}" for line in header] + [""]
     parts += [md for t in tables if (md := md_table(t))]
     parts += [visible(line) for line in sections]  # lines: a name cannot break out of a code block
     if notes:

@@ -24,7 +24,7 @@ from typing import Any
 
 from .fmt import num, visible
 
-__all__ = ["heatmap", "bars", "depth_lines", "curves", "scope_ids", "COLORS"]
+__all__ = ["heatmap", "bars", "dots", "tradeoff", "depth_lines", "curves", "scope_ids", "COLORS"]
 
 # matplotlib's tab10, spelled out so that a user's matplotlibrc cannot change a report
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -86,6 +86,21 @@ def _shown(*texts: Any) -> list[Any]:
     return out
 
 
+def _plain_log(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers (1000, 1e+05): matplotlib's default writes TeX
+    (`$\\mathdefault{10^{5}}$`), which with text.parse_math off reaches the page as that literal text."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        # LogFormatter decides which ticks get a label (minor ones when the axis spans under a decade); the label
+        # is the number as Python writes it (0.01, 1000, 1e+05), not LogFormatter's 1e−02
+        def __call__(self, x: float, pos: Any = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain(10))
+    axis.set_minor_formatter(Plain(10, labelOnlyBase=False))
+
+
 def _luminance(rgba: Sequence[float]) -> float:
     r, g, b = rgba[:3]
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
@@ -93,8 +108,9 @@ def _luminance(rgba: Sequence[float]) -> float:
 
 def heatmap(values: Sequence[Sequence[Value]], rows: Sequence[str], cols: Sequence[str], *, title: str = "",
             xlabel: str = "", ylabel: str = "", colorbar: str = "", log: bool = True, annotate: int = 5,
-            fmt: Callable[[float], str] = num, cmap: str = "viridis") -> str:
-    """A grid of values (rows × cols) as coloured cells; the `annotate` largest cells carry their value.
+            fmt: Callable[[float], str] = num, cmap: str = "viridis", lowest: bool = False) -> str:
+    """A grid of values (rows × cols) as coloured cells; the `annotate` largest cells (`lowest`: smallest, e.g. the
+    worst SQNR) carry their value, and so does every cell tied with the last of them.
 
     Args:
         values: values[i][j] for row i, column j; None for no tensor there.
@@ -138,9 +154,14 @@ def heatmap(values: Sequence[Sequence[Value]], rows: Sequence[str], cols: Sequen
         if shown.any():
             bar = fig.colorbar(mesh, ax=ax, label=colorbar, pad=0.01, fraction=0.04)
             bar.solids.set_rasterized(False)  # vector, not an embedded PNG
+            if log:
+                _plain_log(bar.ax.yaxis)
         # rank the shown cells for labelling, largest first (row-major order breaks ties)
-        order = sorted(zip(*np.nonzero(shown)), key=lambda ij: (-grid[ij], ij))
-        for i, j in order[:annotate]:
+        order = sorted(zip(*np.nonzero(shown)), key=lambda ij: (grid[ij] if lowest else -grid[ij], ij))
+        labelled = order[:annotate]
+        if labelled:  # a cell equal to the last labelled one is labelled too: ties are never left to the order
+            labelled += [ij for ij in order[annotate:] if grid[ij] == grid[labelled[-1]]]
+        for i, j in labelled:
             dark = _luminance(colours(scale(grid[i, j]))) < 0.5
             ax.text(j + 0.5, i + 0.5, fmt(float(grid[i, j])), ha="center", va="center", fontsize=7,
                     color="white" if dark else "black", gid=f"cell-{i}-{j}")
@@ -175,9 +196,76 @@ def bars(labels: Sequence[str], series: Mapping[str, Sequence[Value]], *, xlabel
         ax.invert_yaxis()
         if log:
             ax.set_xscale("log")
+            _plain_log(ax.xaxis)
         ax.margins(x=0.12)
         ax.set(title=title, xlabel=xlabel)
         if len(series) > 1:
+            ax.legend(loc="best", frameon=False)
+    return out[0]
+
+
+def dots(labels: Sequence[str], series: Mapping[str, Sequence[Value]], *, xlabel: str = "", title: str = "",
+         fmt: Callable[[float], str] | None = None) -> str:
+    """One row per label (top to bottom), one marker per series: values compared where they lie, on an axis that
+    starts near the data (bars would have to start at 0, and a few dB of difference would vanish).
+
+    Args:
+        series: name -> one value per label (None: no marker).
+        fmt: labels each marker with its value; None for no labels.
+    """
+    import numpy as np
+
+    labels, series, xlabel, title = _shown(labels, series, xlabel, title)
+    height = min(max(1.0 + len(labels) * 0.24, 1.8), 14.0)
+    markers = ("o", "s", "D", "^", "v", "P", "X", "*", "<", ">")
+    with _figure(8.0, height) as (fig, out):
+        ax = fig.add_subplot()
+        y = np.arange(len(labels))
+        for n, (name, vals) in enumerate(series.items()):
+            at = [(float(v), float(y[i])) for i, v in enumerate(vals) if v is not None]
+            if not at:
+                continue
+            xs, ys = zip(*at)
+            ax.plot(xs, ys, linestyle="none", marker=markers[n % len(markers)], markersize=5,
+                    color=COLORS[n % len(COLORS)], label=name)
+            if fmt is not None:
+                for x0, y0 in at:
+                    ax.annotate(fmt(x0), (x0, y0), xytext=(4, 2), textcoords="offset points", fontsize=6.5,
+                                color=COLORS[n % len(COLORS)])
+        ax.set_yticks(y, list(labels))
+        ax.set_ylim(len(labels) - 0.5, -0.5)
+        ax.grid(axis="x", color="#e4e4e4", linewidth=0.6)
+        ax.grid(axis="y", color="#f0f0f0", linewidth=0.6)
+        ax.margins(x=0.06)
+        ax.set(title=title, xlabel=xlabel)
+        if len(series) > 1:
+            ax.legend(loc="best", frameon=False)
+    return out[0]
+
+
+def tradeoff(points: Mapping[str, tuple[float, float]], front: Sequence[str] = (), *, xlabel: str = "",
+             ylabel: str = "", title: str = "", log: bool = False) -> str:
+    """Labelled points (x, y), e.g. a scheme's bits per weight against its SQNR; the labels in `front` (the
+    schemes no other beats, in x order) are joined by a line, so the Pareto front shows.
+    """
+    points, front, xlabel, ylabel, title = _shown(points, front, xlabel, ylabel, title)
+    with _figure(8.0, 4.0) as (fig, out):
+        ax = fig.add_subplot()
+        if len(front) > 1:
+            ax.plot([points[k][0] for k in front], [points[k][1] for k in front], color="#999999", linewidth=1.0,
+                    linestyle="--", zorder=1, label="best at each size")
+        for n, (label, (x, y)) in enumerate(points.items()):
+            on = label in front
+            ax.plot([x], [y], marker="o", markersize=7 if on else 5, linestyle="none", zorder=2,
+                    color=COLORS[n % len(COLORS)], markerfacecolor=COLORS[n % len(COLORS)] if on else "white")
+            ax.annotate(label, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7.5)
+        ax.grid(color="#e4e4e4", linewidth=0.6)
+        ax.margins(x=0.15, y=0.12)
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        if log:
+            ax.set_yscale("log")
+            _plain_log(ax.yaxis)
+        if len(front) > 1:
             ax.legend(loc="best", frameon=False)
     return out[0]
 
@@ -188,6 +276,28 @@ def _lines(ax: Any, xs: Sequence[Sequence[float]], series: Mapping[str, Sequence
         ax.plot(x, y, color=COLORS[n % len(COLORS)], marker="o", markersize=3, linewidth=1.4, label=name)
     if len(series) > 1:
         ax.legend(loc="best", frameon=False)
+
+
+def _toward(ax: Any, x: Sequence[float], toward: float) -> None:
+    import numpy as np
+
+    below = [v for v in x if v < toward]
+    # the last point (toward itself) one decade beyond the closest one below it
+    c = (toward - max(below)) / 10 if below else 1.0
+
+    def forward(v: Any) -> Any:
+        # defined a little beyond `toward` too, so that the axis margin can show the last point whole
+        return -np.log10(np.maximum(toward - np.asarray(v, dtype=float) + c, c * 1e-3))
+
+    def inverse(y: Any) -> Any:
+        return toward + c - 10.0 ** (-np.asarray(y, dtype=float))
+
+    ax.set_xscale("function", functions=(forward, inverse))
+    ax.set_xticks(list(x), [f"{v:g}" for v in x])
+    ax.set_xticks([], minor=True)
+    lo, hi = forward(min(x)), forward(max(x))
+    pad = 0.04 * (hi - lo) if hi > lo else 0.5
+    ax.set_xlim(inverse(lo - pad), inverse(hi + pad))
 
 
 def depth_lines(series: Mapping[str, Sequence[Value]], *, ylabel: str = "", title: str = "",
@@ -205,19 +315,24 @@ def depth_lines(series: Mapping[str, Sequence[Value]], *, ylabel: str = "", titl
         ax.set(title=title, xlabel="relative depth (layer / (layers − 1))", ylabel=ylabel, xlim=(-0.02, 1.02))
         if log:
             ax.set_yscale("log")
+            _plain_log(ax.yaxis)
     return out[0]
 
 
 def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel: str = "", ylabel: str = "",
-           title: str = "", log: bool = False, xscale: str = "linear", marks: Mapping[str, float] | None = None
-           ) -> str:
+           title: str = "", log: bool = False, xscale: str = "linear", marks: Mapping[str, float] | None = None,
+           integer_x: bool = False, levels: Mapping[str, float] | None = None, toward: float | None = None) -> str:
     """Several y series over one x axis (e.g. a clip sweep: error against the clipping percentile).
 
     Args:
         xscale: a matplotlib scale name for x ("linear", "log", …).
         marks: label -> x position drawn as a dashed vertical line (e.g. the chosen percentile).
+        integer_x: ticks on whole numbers only (layers).
+        levels: label -> y value drawn as a dashed horizontal line (e.g. the largest float16).
+        toward: x approaches this value (a percentile approaching 100): the axis is the log of the distance to it,
+            so 99, 99.9, 99.99 and 100 lie apart; each x is a tick.
     """
-    series, marks, xlabel, ylabel, title = _shown(series, marks or {}, xlabel, ylabel, title)
+    series, marks, levels, xlabel, ylabel, title = _shown(series, marks or {}, levels or {}, xlabel, ylabel, title)
     with _figure(8.0, 3.4) as (fig, out):
         ax = fig.add_subplot()
         _lines(ax, [list(x)] * len(series), series)
@@ -225,8 +340,19 @@ def curves(x: Sequence[float], series: Mapping[str, Sequence[Value]], *, xlabel:
             ax.axvline(at, color="#555555", linestyle="--", linewidth=0.9)
             ax.annotate(label, (at, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -10 - 10 * n),
                         textcoords="offset points", fontsize=7, color="#333333")
+        for label, at in levels.items():
+            ax.axhline(at, color="#b3261e", linestyle="--", linewidth=0.9)
+            ax.annotate(label, (0.0, at), xycoords=("axes fraction", "data"), xytext=(3, 3),
+                        textcoords="offset points", fontsize=7, color="#b3261e")
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.set_xscale(xscale)
+        if toward is not None:
+            _toward(ax, list(x), toward)
+        if integer_x:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log:
             ax.set_yscale("log")
+            _plain_log(ax.yaxis)
     return out[0]

@@ -9,9 +9,9 @@ from .fmt import count, num, size, visible
 from .markdown import md_report
 from .tables import Table
 from .terminal import render_tables
-from .text import register_text
+from .text import register_text, register_verdict
 
-__all__ = ["recipe_header", "recipe_tables", "recipe_terminal", "recipe_markdown", "recipe_args"]
+__all__ = ["recipe_header", "recipe_tables", "recipe_terminal", "recipe_markdown", "recipe_args", "recipe_verdict"]
 
 
 def _db(x: float | None) -> str:
@@ -58,9 +58,28 @@ def _notes(r: RecipeResult) -> list[tuple[str, str]]:
     return [("warning", w) for w in r.warnings] + [("info", n) for n in r.notes]
 
 
+def recipe_verdict(r: RecipeResult) -> list[str]:
+    """The recipe's size against the budget, its error against the reference plan's, and how to use it.
+
+    Example:
+        >>> recipe_verdict(normscope.recipe("gemma-3-270m-hf", bits_per_weight=7.4))[0]  # doctest: +SKIP
+        'recipe: 235.2 MiB (7.358 bpw) within 236.5 MiB; total error 1× that of Q4_K_M's plan (7.358 bpw)'
+    """
+    ref = next((p for p in r.plans if p.label == r.reference), None)
+    line = (f"recipe: {size(r.recipe.nbytes)} ({num(r.recipe.bits_per_weight, 4)} bpw) within {size(r.budget_bytes)}")
+    if ref is not None and ref.total_error > 0:
+        line += (f"; total error {r.recipe.total_error / ref.total_error:.3g}× that of {r.reference}'s plan "
+                 f"({num(ref.bits_per_weight, 4)} bpw)")
+    moved = sum(t.type != t.reference_type for t in r.tensors)
+    use = (f"{moved} of {len(r.tensors)} tensors take another type than {r.reference}'s plan gives them; "
+           "the llama-quantize arguments apply it" if moved else
+           f"no tensor changes type: {r.reference}'s own plan is the recipe")
+    return [line, use]
+
+
 def recipe_terminal(r: RecipeResult, top: int = 10, width: int = 120, color: bool = False) -> str:
     """The recipe summary as shown by `normscope recipe`, the llama-quantize arguments last."""
-    text = render_tables(recipe_header(r), recipe_tables(r, top), _notes(r), width, color)
+    text = render_tables(recipe_header(r), recipe_tables(r, top), _notes(r), width, color, verdict=recipe_verdict(r))
     return text + "\nllama-quantize arguments:\n" + "".join(visible(a) + "\n" for a in r.llama_quantize)
 
 
@@ -69,7 +88,9 @@ def recipe_markdown(r: RecipeResult, top: int = 10) -> str:
     code = ["### llama-quantize", "", "```", *r.llama_quantize, "```", "",
             "### llm-compressor ignore", "", "```", *r.llm_compressor_ignore, "```", "",
             "### quanto exclude", "", "```", *r.quanto_exclude, "```", ""]
-    return md_report("normscope recipe", recipe_header(r), recipe_tables(r, top), _notes(r), sections=code)
+    return md_report("normscope recipe", recipe_header(r), recipe_tables(r, top), _notes(r), sections=code,
+                     verdict=recipe_verdict(r))
 
 
 register_text(RecipeResult, terminal=recipe_terminal, markdown=recipe_markdown)
+register_verdict(RecipeResult, recipe_verdict)

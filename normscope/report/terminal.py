@@ -7,6 +7,7 @@ one place a result's text reaches a terminal, so a name holding escape sequences
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table as RichTable
@@ -40,9 +41,13 @@ def _rich_table(t: Table) -> RichTable:
 
 
 def render_tables(header: list[str], tables: list[Table], notes: list[tuple[str, str]] = (),
-                  width: int = 120, color: bool = False) -> str:
-    """Header lines, tables, then (severity, text) notes, as terminal text."""
+                  width: int = 120, color: bool = False, verdict: Sequence[str] = ()) -> str:
+    """The verdict lines, header lines, tables, then (severity, text) notes, as terminal text."""
     console, buf = _console(width, color)
+    for line in verdict:
+        console.print(visible(line), style="bold", markup=False)
+    if verdict:
+        console.print()
     for line in header:
         loud = line.isupper() or line.startswith("NON-FINITE")
         # paths and names are not markup

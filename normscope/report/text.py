@@ -14,10 +14,11 @@ from typing import Any
 from ..errors import UnknownNameError
 from .fmt import visible
 
-__all__ = ["register_text", "terminal_report", "markdown_report"]
+__all__ = ["register_text", "register_verdict", "verdict", "terminal_report", "markdown_report"]
 
 TerminalFn = Callable[..., str]  # fn(result, top, width, color) -> str
 MarkdownFn = Callable[..., str]  # fn(result, top) -> str
+VerdictFn = Callable[[Any], list[str]]  # fn(result) -> one to three lines
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,31 @@ class _Renderers:
 
 
 _RENDERERS: dict[type, _Renderers] = {}
+_VERDICTS: dict[type, VerdictFn] = {}
 
 
 def register_text(result_type: type, *, terminal: TerminalFn, markdown: MarkdownFn) -> None:
     """Render results of `result_type` with `terminal(result, top, width, color)` and `markdown(result, top)`."""
     _RENDERERS[result_type] = _Renderers(terminal, markdown)
+
+
+def register_verdict(result_type: type, fn: VerdictFn) -> None:
+    """`fn(result)` gives the one to three lines every report of `result_type` opens with: what matters in this
+    checkpoint and what to do, each claim read off the result's own numbers."""
+    _VERDICTS[result_type] = fn
+
+
+def verdict(result: Any) -> list[str]:
+    """The verdict lines of any result whose type registered one (else none).
+
+    Example:
+        >>> verdict(normscope.analyze("example:gemma3-270m"))[0]  # doctest: +SKIP
+        'no damage (no NaN or Inf in 236 tensors)'
+    """
+    for result_type, fn in _VERDICTS.items():
+        if isinstance(result, result_type):
+            return fn(result)
+    return []
 
 
 def _renderers(result: Any) -> _Renderers:

@@ -74,6 +74,7 @@ class Explanation(ResultBase):
     tensor: str
     severity: str  # "info", "warning", "error"
     text: str
+    kind: str = ""  # what was found, the key reports group by: "non_finite", "large_gain", "outlier"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +91,7 @@ class ModelSummary(ResultBase):
     largest_tensor: str | None
 
 
-ANALYZE_SCHEMA_VERSION = "1.0"
+ANALYZE_SCHEMA_VERSION = "1.1"  # 1.1: explanations[].kind
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,7 +40,8 @@ def test_clip_writes_a_checkpoint_and_reports_it(gemma, tmp_path, capsys):
     assert manifest == doc and doc["schema"] == "normscope.clip" and doc["verified"] is True
     assert doc["out"] == str(out.resolve()) and doc["changed"] == 13
     md = (tmp_path / "r.md").read_text()
-    assert md.startswith("## normscope clip\n\n- source: ")
+    assert md.startswith("## normscope clip\n\n> **clipped 13 values in 13 of 13 tensors at p99 per tensor; written to ")
+    assert "\n- source: " in md
     assert "- clip: p99 of |value| per tensor · scope norms · 13 tensors in scope, 13 changed, 13 values " \
         "clipped\n" in md
     # p99 of 64 gains is the second largest (numpy's "lower"): only the planted 1657 is clipped
@@ -57,6 +58,9 @@ def test_dry_run_markdown_is_exact_and_writes_nothing(gemma, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma"]
     assert stdout == f"""## normscope clip
 
+> **dry run: would clip 1,457 values in 3 of 3 tensors at p95 per channel; nothing written**  
+> largest cut: model.layers.1.mlp.up_proj.weight, |w| 0.08301 → 0.04419
+
 - source: {gemma} (safetensors) · architecture gemma3
 - clip: p95 of |value| per channel · scope linear · 3 tensors in scope, 3 changed, 1,457 values clipped
 - dry run: nothing written
@@ -70,7 +74,7 @@ def test_dry_run_markdown_is_exact_and_writes_nothing(gemma, tmp_path, capsys):
 
 ### Notes
 
-- **info**: 3 Linear weight tensors would change: 1,457 of 24,576 values (5.93%) clipped to their tensor's p95 of |w|; `normscope clip --sweep` shows whether that lowers the error of a quantized model or only adds to it
+- **info**: 3 Linear weight tensors would change: 1,457 of 24,576 values (5.93%) clipped to their output channel's (row's) p95 of |w|; `normscope clip --sweep` shows whether that lowers the error of a quantized model or only adds to it
 """
 
 

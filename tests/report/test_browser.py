@@ -1,5 +1,7 @@
 """A 3-way compare of the real Gemma 3 270M (its HF export, a p99-clipped copy from `clip`, the published
-GGUF), and its HTML report in a real headless Chromium (Debian `chromium`, installed by `.ci/run`).
+GGUF), and its HTML report in a real headless Chromium (Debian `chromium`, installed by `.ci/run`); then the page
+of every other report (analyze, simulate, check, clip, clip --sweep, recipe, forward) of tiny models, each opening
+with its verdict.
 
 Chromium renders a screenshot, dumps the DOM after the page's script ran, and writes its net log. The
 page's own requests are the net log's URL requests made for the file:// page (network isolation key
@@ -101,3 +103,55 @@ def test_three_way_compare_renders_in_chromium_with_three_series(chromium, three
     background = np.all(rgb == rgb[0], axis=1).mean()
     colours = len(np.unique(rgb, axis=0))
     assert background < 0.97 and colours > 50, (background, colours)  # text, tables and plots, not a blank page
+
+
+# every other report's page, made from tiny models ------------------------------------------------------------------
+
+PAGES = ("analyze", "simulate", "check", "clip", "clip_sweep", "recipe", "forward")
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory) -> dict[str, Path]:
+    from forward_helpers import tiny_gemma
+    from helpers import LLAMA_CONFIG, llama_tensors, write_model
+    from normscope import analyze, check, clip_sweep, forward, recipe, simulate
+    from normscope.report import report_html
+
+    d = tmp_path_factory.mktemp("pages")
+    gemma = tiny_gemma(d / "gemma")
+    llama = write_model(d / "llama", llama_tensors(hidden=256, ffn=512), LLAMA_CONFIG, "BF16")
+    results = {"analyze": analyze(gemma), "simulate": simulate(llama, schemes="Q4_K_M,int4,Q8_0"),
+               "check": check(gemma, max_effective_gamma=100, use_pyproject=False),
+               "clip": clip(gemma, 99, dry_run=True),
+               "clip_sweep": clip_sweep(llama, "90,99,99.9,100", schemes="Q4_K_M,int4", scope="linear"),
+               "recipe": recipe(llama, budget_bpw=6.0), "forward": forward(gemma, schemes="Q8_0,Q2_K", tokens=64)}
+    out = {}
+    for name, result in results.items():
+        out[name] = d / f"{name}.html"
+        out[name].write_text(report_html(result), encoding="utf-8")
+    return out
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_report_renders_in_chromium_with_its_verdict_first(chromium, pages, name, tmp_path):
+    page_file = pages[name]
+    dom, remote = _render(chromium, page_file, tmp_path / "dom", "--dump-dom")
+    assert remote == []
+    page = parse(dom)
+    assert not page.errors, page.errors
+    sections = re.findall(r'<section id="([^"]+)"', dom)
+    assert sections[0] == "verdict", sections
+    assert "`" not in dom.split("<main>", 1)[1].split("</main>", 1)[0]  # commands show as <code>, not backticks
+    assert "mathdefault" not in dom
+    # the script ran without an error: it makes every sortable header focusable
+    heads = re.findall(r'<table[^>]*class="[^"]*sortable[^"]*"[^>]*>.*?</thead>', dom, re.S)
+    assert all('tabindex="0"' in head for head in heads)
+
+    shot = tmp_path / "page.png"
+    _, remote = _render(chromium, page_file, tmp_path / "shot", "--window-size=1280,1600", f"--screenshot={shot}")
+    assert remote == []
+    from matplotlib.image import imread
+
+    rgb = (imread(shot)[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    background = np.all(rgb == rgb[0], axis=1).mean()
+    assert background < 0.98 and len(np.unique(rgb, axis=0)) > 50  # text, tables and plots, not a blank page

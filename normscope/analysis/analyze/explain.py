@@ -36,7 +36,8 @@ def explain(reports: tuple[TensorReport, ...], explain_above: float, outlier_rat
         for stats in (r.norm, r.weight):
             if stats is not None and (stats.nan_count or stats.inf_count):
                 out.append(Explanation(r.name, "error", f"{stats.nan_count} NaN and {stats.inf_count} Inf values: "
-                                       "the checkpoint is damaged; no convention or quantizer explains that"))
+                                       "the checkpoint is damaged; no convention or quantizer explains that",
+                                       "non_finite"))
         n = r.norm
         if n is not None and n.max_abs_gain > explain_above:
             peak = max(n.top_channels, key=lambda t: abs(t.value)) if n.top_channels else None
@@ -48,12 +49,12 @@ def explain(reports: tuple[TensorReport, ...], explain_above: float, outlier_rat
             if n.negative_gain_count:
                 plural = "s" if n.negative_gain_count > 1 else ""
                 text += f"; {n.negative_gain_count} channel{plural} with negative gain (sign-flipping x̂)"
-            out.append(Explanation(r.name, "info", text + "; " + QUANTIZERS_SKIP_NORMS))
+            out.append(Explanation(r.name, "info", text + "; " + QUANTIZERS_SKIP_NORMS, "large_gain"))
         w = r.weight
         if w is not None and r.role.is_linear and w.absmax_over_std > outlier_ratio:
             at = f" at {list(w.top[0].index)}" if w.top else ""
             out.append(Explanation(r.name, "warning",
                                    f"largest |w| {w.absmax:.4g}{at} is {w.absmax_over_std:.0f}σ from zero; a few "
                                    "such weights set the scale of their quantization block or group "
-                                   "(see `normscope simulate`)"))
+                                   "(see `normscope simulate`)", "outlier"))
     return tuple(out)

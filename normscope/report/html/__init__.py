@@ -12,7 +12,7 @@ from .compare import compare_sections
 from .forward import forward_sections
 from .grid import Grid, layer_grid
 from .imatrix import imatrix_compare_sections, imatrix_sections
-from .page import Block, Card, Figure, Note, Notes, Section, Text, html_page
+from .page import Block, Card, Figure, Note, Notes, Section, Text, Verdict, html_page
 from .recipe import recipe_sections
 from .registry import register_sections, report_html, sections_for
 from .simulate import simulate_sections
@@ -20,4 +20,4 @@ from .simulate import simulate_sections
 __all__ = ["Block", "Card", "Figure", "Grid", "Note", "Notes", "Section", "Text", "analyze_html", "analyze_sections",
            "check_sections", "clip_sections", "compare_sections", "forward_sections", "html_page", "imatrix_compare_sections", "imatrix_sections", "layer_grid", "norm_gain_grid",
            "outlier_grid", "recipe_sections", "register_sections", "report_html", "sections_for", "simulate_sections",
-           "sweep_sections"]
+           "sweep_sections", "Verdict"]

@@ -10,6 +10,7 @@ from pathlib import PurePath
 from ...results import AnalyzeResult
 from .. import plots
 from ..analyze import analyze_tables, embeddings_kind
+from ..findings import grouped_explanations, plural
 from ..fmt import count, num, pct, size
 from ..tables import Table
 from .grid import Grid, layer_grid
@@ -17,8 +18,6 @@ from .page import Card, Figure, Note, Notes, Section, Text
 from .registry import register_sections, report_html
 
 __all__ = ["analyze_html", "analyze_sections", "norm_gain_grid", "outlier_grid"]
-
-_SEVERITY_ORDER = {"error": 0, "warning": 1}
 
 NORM_TEXT = ("Each norm is read in the convention its module computes: Gemma's RMSNorm multiplies x̂ by (1 + w), "
              "so a stored w = 0 is a gain of 1 and a stored 1656 a gain of 1657; Llama-style RMSNorm and LayerNorm "
@@ -97,15 +96,17 @@ def _outliers(r: AnalyzeResult, table: Table) -> Section:
 
 def _parameters(r: AnalyzeResult, table: Table) -> Section:
     roles = r.summary.params_by_role
-    svg = plots.bars(list(roles), {"parameters": list(roles.values())}, xlabel="parameters (log scale)", log=True,
-                     fmt=count)
+    # linear: the shares are the point (the embedding's 62.6% of Gemma 3 270M), and a log axis hides them
+    total = r.summary.n_params
+    svg = plots.bars(list(roles), {"parameters": list(roles.values())}, xlabel="parameters",
+                     fmt=lambda v: f"{count(int(v))} ({pct(v, total)})")
     return Section("Parameters", (Figure(svg, "Parameters by tensor role."), table), id="parameters")
 
 
-def _explanations(r: AnalyzeResult) -> Section:
-    ranked = sorted(r.explanations, key=lambda e: _SEVERITY_ORDER.get(e.severity, 2))
-    return Section("Explanations", (Notes(f"What the numbers mean ({len(ranked)})",
-                                          tuple(Note(e.severity, e.text, e.tensor) for e in ranked)),),
+def _explanations(r: AnalyzeResult, top: int | None) -> Section:
+    grouped = grouped_explanations(r, top)
+    title = f"What the numbers mean ({plural(len(r.explanations), 'tensor')} in {plural(len(grouped), 'note')})"
+    return Section("Explanations", (Notes(title, tuple(Note(sev, text) for sev, text in grouped)),),
                    id="explanations")
 
 
@@ -116,7 +117,7 @@ def analyze_sections(r: AnalyzeResult, top: int | None = None) -> list[Section]:
     nonfinite = [t for t in tables if "NaN" in t.headers]
     norm_table, weight_table, role_table = [t for t in tables if "NaN" not in t.headers]
     return [_summary(r, nonfinite), _norms(r, norm_table), _outliers(r, weight_table), _parameters(r, role_table),
-            _explanations(r)]
+            _explanations(r, top)]
 
 
 def analyze_html(r: AnalyzeResult, top: int | None = None) -> str:

@@ -57,8 +57,10 @@ def sweep_sections(r: ClipSweepResult, top: int | None = None) -> list[Section]:
         data = Table(f"{scheme}: pooled relative L2 by percentile", ("percentile", *series),
                      tuple((num(p), *(num(v, 4) if v is not None else "—" for v in vals))
                            for p, *vals in zip(x, *series.values())), "r" * 4)
-        svg = plots.curves([float(p) for p in x], series, xlabel="clipping percentile", ylabel="‖d‖ / ‖x‖",
-                           title=scheme, marks={f"best: p{num(best)}": best} if best is not None else None)
+        svg = plots.curves([float(p) for p in x], series, xlabel="clipping percentile (log distance to 100)",
+                           ylabel="‖d‖ / ‖x‖", title=scheme,
+                           marks={f"best: p{num(best)}": best} if best is not None else None,
+                           toward=100.0 if max(x) <= 100 else None)
         blocks.append(Figure(svg, f"{scheme}: clipping error, quantization error after clipping, and their total.",
                              data))
     blocks.append(_notes("What to read", r.warnings, r.notes))

@@ -13,8 +13,12 @@ from .registry import register_sections
 
 __all__ = ["compare_sections"]
 
+FLAT = 1e-3  # relative spread under which the moved-most bars would all look equal
 # (metric, label, log scale) drawn per role; the JSON holds every profile
-DEPTH_FIGURES = (("gain_max", "max |gain| (effective)", True), ("outlier_ratio", "|w|max / σ", False))
+# every statistic docs/compare.md promises: max, mean and p99 gain per norm role, |w|max/σ and kurtosis per linear role
+DEPTH_FIGURES = (("gain_max", "max |gain| (effective)", True), ("gain_mean", "|mean gain| (effective)", False),
+                 ("gain_p99", "|gain| p99 (effective)", True), ("outlier_ratio", "|w|max / σ", False),
+                 ("kurtosis", "excess kurtosis", False))
 DEPTH_TEXT = ("Each point is one layer's tensor of that role, placed at its relative depth layer / (layers − 1), so "
               "models with different numbers of layers (a teacher and its student) overlay. Norm gains are in each "
               "module's own convention.")
@@ -31,8 +35,14 @@ def _depth_figure(profiles: list[DepthProfile], role: str, metric: str, label: s
             row.append(num(hit[0]) if hit else "—")
         rows.append(tuple(row))
     data = Table(f"{role}: {label} by relative depth", ("depth", *series), tuple(rows), "r" * (1 + len(series)))
-    svg = plots.depth_lines(series, ylabel=label, title=role, log=log)
-    return Figure(svg, f"{label} of {role} tensors against relative depth, one line per model.", data)
+    # lines that coincide draw as one: say so, on the chart and under it
+    same = len(profiles) > 1 and all(p.points == profiles[0].points for p in profiles[1:])
+    title = f"{role} (identical in every model)" if same else role
+    svg = plots.depth_lines(series, ylabel=label, title=title, log=log)
+    caption = f"{label} of {role} tensors against relative depth, one line per model."
+    if same:
+        caption += f" The {len(profiles)} lines coincide: {', '.join(series)} are identical here."
+    return Figure(svg, caption, data)
 
 
 @register_sections(CompareResult)
@@ -49,7 +59,12 @@ def compare_sections(r: CompareResult, top: int | None = None) -> list[Section]:
     for p in r.pairs:
         blocks: list = [Notes("Summary", tuple(Note("info", line) for line in p.summary))]
         moved = [t for t in p.tensors if t.name in set(p.moved_most)]
-        if moved:
+        values = sorted((t.error.rel_l2 for t in moved), reverse=True)
+        if len(moved) > 1 and values[0] <= values[-1] * (1 + FLAT):
+            # a chart of equal bars ranks nothing: one sentence says the same
+            blocks.append(Text(f"The {len(moved)} tensors that moved most from {p.base} to {p.variant} all moved by the "
+                               f"same relative L2, {num(values[-1], 3)} to {num(values[0], 3)}: no tensor stands out."))
+        elif moved:
             moved.sort(key=lambda t: -t.error.rel_l2)
             values = [t.error.rel_l2 for t in moved]
             # a log axis only where the values span decades: over a narrow range it makes bars lie

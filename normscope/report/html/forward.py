@@ -42,6 +42,25 @@ def _kl_figure(r: ForwardResult) -> Figure | None:
     return Figure(svg, "Mean and 99th-percentile KL of each variant against the base.", data)
 
 
+def _tradeoff_figure(r: ForwardResult) -> Figure | None:
+    """Bits per weight against mean KL of the scheme variants; the ones no other beats (no larger and no further
+    from the base) joined."""
+    vs = [v for v in r.variants if v.kl is not None and v.bits_per_weight is not None and v.kl.mean > 0]
+    if len(vs) < 2:
+        return None
+    front = [v.label for v in sorted(vs, key=lambda v: (v.bits_per_weight, v.kl.mean)) if not any(
+        o is not v and o.bits_per_weight <= v.bits_per_weight and o.kl.mean <= v.kl.mean
+        and (o.bits_per_weight, o.kl.mean) != (v.bits_per_weight, v.kl.mean) for o in vs)]
+    data = Table("Size against KL", ("variant", "bpw", "KL mean", "best at its size"),
+                 tuple((v.label, num(v.bits_per_weight, 4), num(v.kl.mean, 4), "yes" if v.label in front else "no")
+                       for v in vs), "lrrl")
+    svg = plots.tradeoff({v.label: (v.bits_per_weight, v.kl.mean) for v in vs}, front, log=True,
+                         xlabel="bits per weight over the whole model (smaller is better)",
+                         ylabel="mean KL, nats per token (log scale; lower is better)")
+    return Figure(svg, "Each scheme variant's size against its mean KL from the base; filled points joined by the "
+                       "dashed line are the variants no other beats (no larger and no further from the base).", data)
+
+
 def _depth_figure(r: ForwardResult) -> Figure | None:
     p = r.activations
     if p is None or not p.layers:
@@ -50,8 +69,12 @@ def _depth_figure(r: ForwardResult) -> Figure | None:
     series = {"max |h|": [la.max_abs for la in p.layers], "median |h|": [la.median_abs for la in p.layers]}
     data = Table("Residual stream per layer", ("layer", "max |h|", "median |h|"),
                  tuple((str(la.layer), num(la.max_abs), num(la.median_abs, 4)) for la in p.layers), "rrr")
-    svg = plots.curves(layers, series, xlabel="layer", ylabel="|h| (log scale)", log=True)
-    fp16 = num(p.thresholds.get("fp16_max", 65504.0))
+    limit = p.thresholds.get("fp16_max", 65504.0)
+    # the float16 limit, drawn once the activations come within a factor of 10 of it
+    near = max((la.max_abs for la in p.layers), default=0.0) >= limit / 10
+    svg = plots.curves(layers, series, xlabel="layer", ylabel="|h| (log scale)", log=True, integer_x=True,
+                       levels={f"fp16 max ±{num(limit)}": limit} if near else None)
+    fp16 = num(limit)
     return Figure(svg, f"Largest and median |activation| of each decoder layer's output on the base pass; values "
                        f"above {fp16} cannot be held in float16.", data)
 
@@ -61,9 +84,7 @@ def forward_sections(r: ForwardResult, top: int | None = None) -> list[Section]:
     """Sections of a forward report; `top` limits the ranked tables (None: every row)."""
     n = top if top is not None else 10 ** 6
     blocks: list = [Text(" · ".join(forward_header(r))), Text(KL_TEXT), variants_table(r)]
-    fig = _kl_figure(r)
-    if fig is not None:
-        blocks.append(fig)
+    blocks += [fig for fig in (_kl_figure(r), _tradeoff_figure(r)) if fig is not None]
     sections = [Section("Forward check", tuple(blocks), id="forward")]
     if r.activations is not None:
         ablocks: list = []

@@ -41,13 +41,15 @@ class Grid:
 def role_kind(t: TensorReport) -> str:
     """The column a tensor goes to: its role (without `norm_`), prefixed by the component when not text."""
     kind = t.role.value.removeprefix("norm_")
-    return kind if t.component is Component.TEXT else f"{t.component.value}:{kind}"
+    component = getattr(t, "component", Component.TEXT)  # simulate's tensors are text-model tensors
+    return kind if component is Component.TEXT else f"{component.value}:{kind}"
 
 
 def _name_kind(t: TensorReport) -> str:
     # the name after its layer index: "model.layers.3.self_attn.q_norm.weight" -> "self_attn.q_norm"
     tail = t.name.split(f".{t.layer}.", 1)[-1].removesuffix(".weight")
-    return tail if t.component is Component.TEXT else f"{t.component.value}:{tail}"
+    component = getattr(t, "component", Component.TEXT)
+    return tail if component is Component.TEXT else f"{component.value}:{tail}"
 
 
 def layer_grid(tensors: Iterable[TensorReport], value: Callable[[TensorReport], float | None],
@@ -67,7 +69,7 @@ def layer_grid(tensors: Iterable[TensorReport], value: Callable[[TensorReport], 
     for t in placed:
         col = _name_kind(t) if kind(t) in crowded else kind(t)
         cells[(t.layer, col)] = t
-        order.setdefault(col, (_COMPONENT_ORDER[t.component], _ROLE_ORDER[t.role], col))
+        order.setdefault(col, (_COMPONENT_ORDER[getattr(t, "component", Component.TEXT)], _ROLE_ORDER[t.role], col))
     rows = tuple(sorted({layer for layer, _ in cells}))
     cols = tuple(sorted(order, key=order.__getitem__))
     return Grid(rows, cols,

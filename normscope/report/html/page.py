@@ -3,7 +3,7 @@
 A report is a list of `Section`s; a section is a heading and an ordered tuple of blocks: `Card`
 (label/value facts), `Table` (the same `report.tables.Table` the terminal and Markdown use), `Figure`
 (an SVG from `report.plots`, with the numbers behind it), `Notes` (severity-tagged sentences) and
-`Text` (a paragraph). Each block kind has one template, `templates/block_<kind>.html.j2`. The page
+`Text` (a paragraph), `Verdict` (the lines a report opens with). Each block kind has one template, `templates/block_<kind>.html.j2`. The page
 inlines its CSS and JS (no network), escapes every string, and gives every section, table and SVG id
 a unique prefix so that sections from different results can share one page.
 
@@ -27,7 +27,7 @@ from ..fmt import visible
 from ..plots import scope_ids
 from ..tables import Table
 
-__all__ = ["Card", "Figure", "Note", "Notes", "Text", "Block", "Section", "html_page", "FILTER_ROWS"]
+__all__ = ["Card", "Figure", "Note", "Notes", "Text", "Verdict", "Block", "Section", "html_page", "FILTER_ROWS"]
 
 FILTER_ROWS = 8  # tables and note lists longer than this get a filter box
 
@@ -68,6 +68,14 @@ class Notes:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """The lines a report opens with: what matters in this checkpoint and what to do (`text.verdict`)."""
+
+    lines: tuple[str, ...]
+    kind: ClassVar[str] = "verdict"
+
+
+@dataclass(frozen=True)
 class Text:
     """A paragraph of plain text (escaped, never HTML)."""
 
@@ -75,7 +83,7 @@ class Text:
     kind: ClassVar[str] = "text"
 
 
-Block = Card | Figure | Notes | Text | Table
+Block = Card | Figure | Notes | Text | Table | Verdict
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,21 @@ def _place(block: Block, section_id: str, ids: _Ids) -> _Placed:
     return placed
 
 
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+
+
+def code_spans(text: str) -> Markup:
+    """Prose written for terminals and Markdown ("see `normscope simulate`") with its backtick spans as `<code>`:
+    escaped and made visible first, so a name in the text stays data.
+
+    Example:
+        >>> str(code_spans("see `normscope simulate` <now>"))
+        'see <code>normscope simulate</code> &lt;now&gt;'
+    """
+    escaped = str(Markup.escape(visible(text)))
+    return Markup(_CODE_SPAN.sub(lambda m: f"<code>{m[1]}</code>", escaped))
+
+
 def _shown(value: Any) -> Any:
     # plain strings are data (names, paths); Markup is the page's own (SVG, CSS, JS, rendered macros)
     return value if isinstance(value, Markup) or not isinstance(value, str) else visible(value)
@@ -156,6 +179,7 @@ def _env() -> Any:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                       finalize=_shown)
     env.globals["FILTER_ROWS"] = FILTER_ROWS
+    env.filters["code_spans"] = code_spans
     return env
 
 

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ...errors import UnknownNameError
-from .page import Section, html_page
+from ..text import verdict
+from .page import Section, Verdict, html_page
 
 __all__ = ["register_sections", "sections_for", "report_html"]
 
@@ -24,14 +25,17 @@ def register_sections(result_type: type) -> Callable[[F], F]:
 
 
 def sections_for(result: Any, top: int | None = None) -> list[Section]:
-    """The sections of any registered result; `top` limits the rows of ranked tables (None: all).
+    """The sections of any registered result, opening with its verdict (`text.verdict`) when it has one; `top`
+    limits the rows of ranked tables (None: all).
 
     Raises:
         UnknownNameError: no builder for this result type (the message lists the known ones).
     """
     for result_type, fn in _BUILDERS.items():
         if isinstance(result, result_type):
-            return fn(result, top=top)
+            lines = verdict(result)
+            head = [Section("Verdict", (Verdict(tuple(lines)),), id="verdict")] if lines else []
+            return head + fn(result, top=top)
     raise UnknownNameError("result type for HTML", type(result).__name__, [t.__name__ for t in _BUILDERS])
 
 

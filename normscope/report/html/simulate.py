@@ -1,16 +1,18 @@
-"""The simulate report as HTML sections: schemes side by side, per-tensor error bars, each scheme's
-worst tensors, norm-aware ranking and notes. Tables are those of `report.simulate`, so the terminal,
-Markdown and HTML never disagree; the bars draw SQNR values of `result.to_dict()`."""
+"""The simulate report as HTML sections: schemes side by side (size against SQNR, the Pareto front drawn), the
+worst tensors of every scheme, and per scheme a layer × role heatmap of SQNR, its worst tensors, norm-aware ranking
+and notes. Tables are those of `report.simulate`, so the terminal, Markdown and HTML never disagree; the figures
+draw values of `result.to_dict()`."""
 
 from __future__ import annotations
 
 import math
 
-from ...results import SimulateResult
+from ...results import SchemeResult, SimTensor, SimulateResult
 from .. import plots
-from ..fmt import num
-from ..simulate import imatrix_line, simulate_tables
+from ..fmt import num, size
+from ..simulate import best_at_each_size, imatrix_line, scheme_label, simulate_tables
 from ..tables import Table
+from .grid import layer_grid
 from .page import Figure, Note, Notes, Section, Text
 from .registry import register_sections
 
@@ -24,25 +26,66 @@ SQNR_TEXT = ("SQNR = 20·log10(‖w‖/‖w − w'‖) of each tensor against it
              "layer sees it; Δ is norm-aware minus plain.")
 
 
-def _bars(r: SimulateResult) -> Figure | None:
-    first = r.schemes[0]
-    quantized = [t for t in first.tensors if t.error is not None and math.isfinite(t.error.sqnr_db)]
-    worst = sorted(quantized, key=lambda t: t.error.sqnr_db)[:BARS]
-    if not worst:
+def _finite_sqnr(t: SimTensor) -> float | None:
+    return t.error.sqnr_db if t.error is not None and math.isfinite(t.error.sqnr_db) else None
+
+
+def _worst_figure(r: SimulateResult) -> Figure | None:
+    """The worst tensors of every scheme (each scheme's lowest SQNR, in turn, until BARS rows), each row showing
+    what every scheme leaves of that tensor."""
+    ranked = {s.scheme: sorted((t for t in s.tensors if _finite_sqnr(t) is not None), key=_finite_sqnr)
+              for s in r.schemes}
+    names: list[str] = []
+    for depth in range(max((len(v) for v in ranked.values()), default=0)):
+        for ts in ranked.values():
+            if depth < len(ts) and ts[depth].name not in names and len(names) < BARS:
+                names.append(ts[depth].name)
+    if not names:
         return None
-    names = [t.name for t in worst]
     series = {}
     for s in r.schemes:
         by = {t.name: t for t in s.tensors}
-        series[s.scheme] = [by[n].error.sqnr_db if n in by and by[n].error is not None
-                            and math.isfinite(by[n].error.sqnr_db) else None for n in names]
+        series[scheme_label(r, s)] = [_finite_sqnr(by[n]) if n in by else None for n in names]
+    # worst first: by the lowest SQNR any scheme leaves
+    order = sorted(range(len(names)), key=lambda i: min((v[i] for v in series.values() if v[i] is not None),
+                                                          default=math.inf))
+    names = [names[i] for i in order]
+    series = {k: [v[i] for i in order] for k, v in series.items()}
     data = Table("SQNR dB per tensor and scheme", ("tensor", *series),
                  tuple((n, *(num(v, 4) if v is not None else "—" for v in vals))
                        for n, *vals in zip(names, *series.values())), "l" + "r" * len(series))
-    svg = plots.bars(names, series, xlabel="SQNR dB (higher is better)", fmt=lambda v: f"{v:.1f}")
-    caption = (f"The {len(names)} tensors with the lowest SQNR under {first.scheme}, and what every other scheme "
-               "leaves of them.")
+    svg = plots.dots(names, series, xlabel="SQNR dB (higher is better)")
+    caption = (f"The {len(names)} worst tensors of every scheme (each scheme's lowest SQNR in turn), worst first, and "
+               "what each scheme leaves of them; the axis starts near the data.")
     return Figure(svg, caption, data)
+
+
+def _tradeoff_figure(r: SimulateResult) -> Figure | None:
+    done = [s for s in r.schemes if s.quantized_params and math.isfinite(s.sqnr_db)]
+    if len(done) < 2:
+        return None
+    labels = {s.scheme: scheme_label(r, s) for s in done}
+    front = [labels[s.scheme] for s in best_at_each_size(done)]
+    points = {labels[s.scheme]: (s.bits_per_weight, s.sqnr_db) for s in done}
+    data = Table("Size against error", ("scheme", "bpw", "size", "SQNR dB", "best at its size"),
+                 tuple((labels[s.scheme], num(s.bits_per_weight, 4), size(s.nbytes), f"{s.sqnr_db:.2f}",
+                        "yes" if labels[s.scheme] in front else "no") for s in done), "lrrrl")
+    svg = plots.tradeoff(points, front, xlabel="bits per weight over the whole model (smaller is better)",
+                         ylabel="SQNR dB (higher is better)")
+    return Figure(svg, "Each scheme's size against its pooled SQNR; filled points joined by the dashed line are the "
+                       "schemes no other beats (no larger and at least as accurate).", data)
+
+
+def _heatmap(r: SimulateResult, s: SchemeResult) -> Figure | None:
+    grid = layer_grid((t for t in s.tensors if _finite_sqnr(t) is not None), _finite_sqnr,
+                      kind=lambda t: t.role.value)
+    if not grid.rows:
+        return None
+    svg = plots.heatmap(grid.by_column(), rows=grid.cols, cols=[str(layer) for layer in grid.rows], xlabel="layer",
+                        colorbar="SQNR dB (dark: worse)", log=False, fmt=lambda v: f"{v:.1f}", lowest=True)
+    return Figure(svg, f"SQNR of every quantized tensor in the blocks under {scheme_label(r, s)}, by layer (x) and "
+                       "role (y); the five worst cells labelled.",
+                  grid.table(f"{scheme_label(r, s)}: SQNR dB by layer and role", lambda v: f"{v:.2f}"))
 
 
 @register_sections(SimulateResult)
@@ -54,13 +97,14 @@ def simulate_sections(r: SimulateResult, top: int | None = None) -> list[Section
     blocks: list = [Text(SQNR_TEXT), summary]
     if r.imatrix is not None:  # which importance matrix the GGUF schemes were quantized with
         blocks.insert(1, Text(imatrix_line(r.imatrix)))
-    bars = _bars(r)
-    if bars is not None:
-        blocks.append(bars)
+    blocks += [fig for fig in (_tradeoff_figure(r), _worst_figure(r)) if fig is not None]
     sections = [Section("Schemes", tuple(blocks), id="schemes")]
     for i, s in enumerate(r.schemes):
-        notes = Notes(f"{s.scheme}: what to read", tuple(Note("info", line) for line in s.notes))
-        sections.append(Section(f"{s.scheme}", (notes, *per_scheme[2 * i:2 * i + 2]), id=f"scheme-{s.scheme}"))
+        label = scheme_label(r, s)
+        notes = Notes(f"{label}: what to read", tuple(Note("info", line) for line in s.notes))
+        heat = _heatmap(r, s)
+        sections.append(Section(label, (notes, *((heat,) if heat else ()), *per_scheme[2 * i:2 * i + 2]),
+                                id=f"scheme-{s.scheme}"))
     if r.errors or r.warnings:
         found = tuple(Note("error", e) for e in r.errors) + tuple(Note("warning", w) for w in r.warnings)
         sections.append(Section("Warnings", (Notes("Warnings", found),), id="simulate-warnings"))
