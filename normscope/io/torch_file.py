@@ -15,7 +15,6 @@ is loaded whole into memory. Convert such files to safetensors for bounded memor
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import zipfile
@@ -26,6 +25,7 @@ import numpy as np
 
 from ..errors import CheckpointError, MissingExtraError, SourceNotFoundError
 from .checkpoint import Checkpoint, TensorEntry
+from .jsonfile import read_json
 from .safetensors_file import PlainDecoding, load_config
 
 __all__ = ["TorchCheckpoint", "TORCH_SUFFIXES", "TORCH_INDEX_NAME"]
@@ -182,12 +182,13 @@ class TorchCheckpoint(PlainDecoding, Checkpoint):
     def open_dir(cls, directory: Path) -> TorchCheckpoint:
         index = directory / TORCH_INDEX_NAME
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-                shards = list(dict.fromkeys(weight_map.values()))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-                raise CheckpointError(f"{index}: malformed index ({e}); expected a 'weight_map' of tensor -> file") \
-                    from None
+            data = read_json(index, TORCH_INDEX_NAME)
+            weight_map = data.get("weight_map") if isinstance(data, dict) else None
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise CheckpointError(f"{index}: malformed index, expected a 'weight_map' of tensor -> file")
+            if not weight_map:
+                raise CheckpointError(f"{index}: 'weight_map' is empty: the checkpoint holds no tensors")
+            shards = list(dict.fromkeys(weight_map.values()))
             files = []
             for shard in shards:
                 if Path(shard).name != shard or not (directory / shard).is_file():
