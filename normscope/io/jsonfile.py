@@ -10,6 +10,7 @@ nesting deeper than any real checkpoint file has (`MAX_DEPTH`), which later code
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ def read_json(file: Path, what: str, max_bytes: int | None = None) -> Any:
     max_bytes = MAX_SIDE_FILE_BYTES if max_bytes is None else max_bytes
     try:
         with open(file, "rb") as f:
-            raw = f.read(max_bytes + 1)
+            # read what the file holds (read(n) allocates n bytes up front, so not read(max_bytes + 1)), and at
+            # most one byte past the cap, should it grow meanwhile
+            raw = f.read(min(os.fstat(f.fileno()).st_size, max_bytes) + 1)
     except OSError as e:
         raise CheckpointError(f"{file}: cannot read {what} ({e.strerror or e})") from None
     if len(raw) > max_bytes:
