@@ -96,7 +96,16 @@ def _empty_gguf(t):
     return path, "holds no tensors (its header lists 0 tensors)"
 
 
-EMPTY = {"safetensors": _empty_safetensors, "index": _empty_index, "index-with-shards": _empty_index_with_shards,
+def _empty_torch(t):
+    # a PyTorch state dict with no entry (torch.save({}))
+    import torch
+
+    path = t / "pytorch_model.bin"
+    torch.save({}, path)
+    return path, "holds no tensors"
+
+
+EMPTY = {"torch": _empty_torch, "safetensors": _empty_safetensors, "index": _empty_index, "index-with-shards": _empty_index_with_shards,
          "directory": _empty_directory, "gguf": _empty_gguf}
 
 
