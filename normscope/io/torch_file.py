@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import CheckpointError, MissingExtraError, SourceNotFoundError
 from .checkpoint import Checkpoint, TensorEntry
-from .jsonfile import read_json
+from .jsonfile import MAX_DEPTH, read_json
 from .safetensors_file import PlainDecoding, load_config
 
 __all__ = ["TorchCheckpoint", "TORCH_SUFFIXES", "TORCH_INDEX_NAME"]
@@ -85,24 +85,37 @@ def _refusal(file: Path, error: BaseException) -> str:
 
 def _state_dict(obj: Any, file: Path, torch: Any) -> dict[str, Any]:
     """name -> tensor: the state dict itself, one nested under a usual key, or every tensor found."""
+    found = _find_state_dict(obj, file, torch)
+    for name in found:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: pickle stores it, no report can print or store it
+            raise CheckpointError(f"{file}: tensor name {ascii(name)[:80]} holds a lone surrogate "
+                                  "(\\ud800-\\udfff), which is not valid Unicode") from None
+    return found
+
+
+def _find_state_dict(obj: Any, file: Path, torch: Any) -> dict[str, Any]:
     if isinstance(obj, dict):
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return {str(k): v for k, v in obj.items()}
         for key in _NESTED_KEYS:
             if isinstance(obj.get(key), dict):
-                found = _state_dict(obj[key], file, torch)
+                found = _find_state_dict(obj[key], file, torch)
                 if found:
                     return found
     flat: dict[str, Any] = {}
 
-    def walk(x: Any, prefix: str) -> None:
+    def walk(x: Any, prefix: str, depth: int) -> None:
         if isinstance(x, torch.Tensor):
             flat[prefix] = x
         elif isinstance(x, dict):
+            if depth > MAX_DEPTH:  # pickles nest without recursing; walking them would
+                raise CheckpointError(f"{file}: dicts nested more than {MAX_DEPTH} levels deep; not a state dict")
             for k, v in x.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
+                walk(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
 
-    walk(obj, "")
+    walk(obj, "", 1)
     if not flat:
         raise CheckpointError(f"{file}: holds no tensors (a {type(obj).__name__}); expected a state dict")
     return flat

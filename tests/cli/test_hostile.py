@@ -349,7 +349,29 @@ def _gguf_architecture_int(t):
     return path, "general.architecture 7 is not a string"
 
 
+def _torch_surrogate_name(t):
+    # a state dict key holding a lone surrogate (pickle stores it; no report can print it)
+    import torch
+
+    path = t / "sur.bin"
+    torch.save({"model.norm\ud800.weight": torch.ones(4)}, path)
+    return path, "holds a lone surrogate"
+
+
+def _torch_deep_dict(t):
+    # a tensor 300 dicts deep (as deep as torch.save's pickler goes): deeper than any state dict
+    import torch
+
+    obj: dict = {"w": torch.ones(4)}
+    for _ in range(300):
+        obj = {"x": obj}
+    path = t / "deep.bin"
+    torch.save(obj, path)
+    return path, "dicts nested more than 64 levels deep"
+
+
 HOSTILE = {
+    "torch-surrogate-name": _torch_surrogate_name, "torch-deep-dict": _torch_deep_dict,
     "deep-header": _deep_header, "nested-header": _nested_header, "deep-index": _deep_index,
     "deep-config": _deep_config, "architectures-int": _architectures_int,
     "architectures-of-ints": _architectures_of_ints, "model-type-list": _model_type_list,
