@@ -207,6 +207,8 @@ def gguf_raw_bytes(tensors: list[tuple], kv: list[tuple] = (), version: int = 3
     out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kv))
     for key, vtype, payload in kv:
         fields += [(f"{key} length", len(out), "<Q"), (f"{key} type", len(out) + 8 + len(key), "<I")]
+        value_at = len(out) + 8 + len(key) + 4
+        fields.append((f"{key} value", value_at, {4: "<I", 5: "<i", 10: "<Q", 11: "<q"}.get(vtype, "<Q")))
         out += _gguf_str(key) + struct.pack("<I", vtype) + payload
     for name, ne, qtype, offset, _ in tensors:
         fields.append((f"{name!r} name length", len(out), "<Q"))

@@ -105,8 +105,8 @@ def _empty_torch(t):
     return path, "holds no tensors"
 
 
-EMPTY = {"torch": _empty_torch, "safetensors": _empty_safetensors, "index": _empty_index, "index-with-shards": _empty_index_with_shards,
-         "directory": _empty_directory, "gguf": _empty_gguf}
+EMPTY = {"torch": _empty_torch, "safetensors": _empty_safetensors, "index": _empty_index,
+         "index-with-shards": _empty_index_with_shards, "directory": _empty_directory, "gguf": _empty_gguf}
 
 
 @pytest.mark.parametrize("case", list(EMPTY))
