@@ -181,3 +181,58 @@ def run_cli(args, capsys, monkeypatch=None, cwd=None) -> tuple[int, str, str]:
         main([str(a) for a in args])
     out, err = capsys.readouterr()
     return exc.value.code, out, err
+
+
+def raw_safetensors(path: Path, header: bytes | dict, data: bytes = b"") -> Path:
+    """A safetensors file from a header (a dict, or raw JSON bytes to say anything, valid or not) and data."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+def _gguf_str(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_raw_bytes(tensors: list[tuple], kv: list[tuple] = (), version: int = 3
+                   ) -> tuple[bytes, list[tuple[str, int, str]]]:
+    """GGUF bytes written field by field (gguf-py's writer refuses the shapes and values hostile-input
+    tests need), and where each header field is: [(what, byte offset, struct format)].
+
+    tensors: (name, ne in ggml order (fastest first), ggml type id, offset from the data start, data bytes).
+    kv: (key, GGUF value type id, packed value bytes).
+    """
+    fields = [("version", 4, "<I"), ("tensor count", 8, "<Q"), ("metadata count", 16, "<Q")]
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kv))
+    for key, vtype, payload in kv:
+        fields += [(f"{key} length", len(out), "<Q"), (f"{key} type", len(out) + 8 + len(key), "<I")]
+        value_at = len(out) + 8 + len(key) + 4
+        fields.append((f"{key} value", value_at, {4: "<I", 5: "<i", 10: "<Q", 11: "<q"}.get(vtype, "<Q")))
+        out += _gguf_str(key) + struct.pack("<I", vtype) + payload
+    for name, ne, qtype, offset, _ in tensors:
+        fields.append((f"{name!r} name length", len(out), "<Q"))
+        out += _gguf_str(name)
+        fields.append((f"{name!r} n_dims", len(out), "<I"))
+        out += struct.pack("<I", len(ne))
+        for i, n in enumerate(ne):
+            fields.append((f"{name!r} ne[{i}]", len(out), "<Q"))
+            out += struct.pack("<Q", n)
+        fields += [(f"{name!r} type", len(out), "<I"), (f"{name!r} offset", len(out) + 4, "<Q")]
+        out += struct.pack("<IQ", qtype, offset)
+    out += bytes(-len(out) % 32)
+    data = b""
+    for *_, offset, blob in tensors:
+        data += bytes(offset - len(data)) + blob
+    return out + data, fields
+
+
+def raw_gguf(path: Path, tensors: list[tuple], kv: list[tuple] = (), version: int = 3) -> Path:
+    """`gguf_raw_bytes` written to `path`."""
+    path.write_bytes(gguf_raw_bytes(tensors, kv, version)[0])
+    return path
+
+
+def gguf_string_value(s: str) -> bytes:
+    """A GGUF metadata string value (type id 8): its u64 length and bytes."""
+    return _gguf_str(s)

@@ -102,7 +102,7 @@ def simulate_model(model: Model, schemes: Sequence[str], *, include: Sequence[st
     tensor_plans = {t.name: tensor_formats([plans[s][t.name].type for s in schemes], gains.get(t.name),
                                            importance.weights.get(t.name))
                     for t in tensors}
-    work = [t for t in tensors if any(tensor_plans[t.name].formats)]
+    work = [t for t in tensors if t.n_params and any(tensor_plans[t.name].formats)]  # empty: nothing to measure
     task = partial(measure_planned, formats={t.name: tensor_plans[t.name] for t in work},
                    chunk_elements=chunk_elements, threads=chunk_threads(jobs, executor))
     results = map_tensors(opener or ModelOpener.of(model), model, work, task, jobs=jobs, executor=executor,

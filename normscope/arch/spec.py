@@ -14,8 +14,9 @@ from ..results import Component, NormConvention, Role
 
 __all__ = ["RoleRule", "Feed", "ArchSpec", "Classified", "LAYER_INDEX", "rule"]
 
-# block index in the names families use: layers.N, layer.N, h.N, blocks.N, trf_blocks.N, blk.N
-LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|trf_blocks|block|blk)\.(\d+)\.")
+# block index in the names families use: layers.N, layer.N, h.N, blocks.N, trf_blocks.N, blk.N; at most 9
+# digits (a longer "index" in a crafted name is not a block: no count or table is ever sized by it)
+LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|trf_blocks|block|blk)\.(\d{1,9})\.")
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ class Checkpoint(ABC):
             >>> for row0, block in ckpt.iter_rows(ckpt.entries["w"], max_elements=1 << 20):
             ...     print(row0, block.shape)
         """
+        if not entry.n_elements:  # a zero-size dimension: nothing to read, however many rows it claims
+            return
         step = self.rows_per_chunk(entry, max_elements)
         for row0 in range(0, entry.n_rows, step):
             n = min(step, entry.n_rows - row0)
@@ -159,7 +161,9 @@ class Checkpoint(ABC):
         return len(self._pieces(entry, max_elements))
 
     def _pieces(self, entry: TensorEntry, max_elements: int) -> list[tuple[int, int, int]]:
-        """(first value, first byte, values) of every chunk of a tensor."""
+        """(first value, first byte, values) of every chunk of a tensor (none when it holds no values)."""
+        if not entry.n_elements:  # [2**62, 0] holds nothing: no chunk per (empty) row
+            return []
         if entry.nbytes % max(entry.n_rows, 1):
             self._read(entry, 0, 0)  # raises the whole-rows error
         granule = self._granule(entry)
@@ -174,6 +178,8 @@ class Checkpoint(ABC):
 
     def read(self, entry: TensorEntry) -> np.ndarray:
         """The whole tensor as float32 in its shape. Only for tensors known to be small."""
+        if not entry.n_elements:
+            return np.zeros(entry.shape, np.float32)
         parts = [block for _, block in self.iter_rows(entry, max(entry.n_elements, 1))]
         return np.concatenate(parts).reshape(entry.shape)
 

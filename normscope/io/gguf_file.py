@@ -133,6 +133,9 @@ def read_gguf_header(file: Path) -> tuple[dict[str, Any], list[TensorEntry]]:
             except ValueError:
                 raise CheckpointError(f"{file}: tensor {name!r} has unknown ggml type {raw_type}") from None
             infos.append((name, qtype, tuple(reversed(ne)), offset))
+        arch = metadata.get("general.architecture")
+        if arch is not None and not isinstance(arch, str):
+            raise CheckpointError(f"{file}: general.architecture {arch!r} is not a string")
         align = metadata.get("general.alignment", 32)
         if not isinstance(align, int) or align <= 0 or align & (align - 1):
             raise CheckpointError(f"{file}: general.alignment {align!r} is not a power of two")

@@ -8,7 +8,6 @@ must equal the byte length, all before a single tensor byte is read.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import struct
 from pathlib import Path
@@ -19,12 +18,14 @@ import numpy as np
 from ..errors import CheckpointError, SourceNotFoundError
 from .checkpoint import Checkpoint, TensorEntry
 from .dtypes import numpy_dtype
+from .jsonfile import parse_json, read_json
 
 __all__ = ["SafetensorsCheckpoint", "PlainDecoding", "read_header", "decode_plain_into", "INDEX_NAME", "SINGLE_NAME"]
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # ref: safetensors MAX_HEADER_SIZE
+MAX_DIMS = 64  # ref: numpy NPY_MAXDIMS (numpy 2): no array of more dimensions can hold the tensor
 
 
 def read_header(file: Path) -> tuple[list[TensorEntry], dict[str, str]]:
@@ -52,10 +53,7 @@ def read_header(file: Path) -> tuple[list[TensorEntry], dict[str, str]]:
         if n > MAX_HEADER_BYTES:
             raise CheckpointError(f"{where}header length {n} exceeds {MAX_HEADER_BYTES} bytes; not a safetensors file")
         raw = f.read(n)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{where}header is not valid JSON ({e}); not a safetensors file") from None
+    header = parse_json(raw, where, "header")
     if not isinstance(header, dict):
         raise CheckpointError(f"{where}header is a JSON {type(header).__name__}, expected an object")
     metadata = header.pop("__metadata__", None) or {}
@@ -78,6 +76,8 @@ def _entry(file: Path, name: str, info: Any, data_start: int, data_size: int) ->
     item = numpy_dtype(dtype, where=where).itemsize
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise CheckpointError(f"{where}shape {shape!r} is not a list of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise CheckpointError(f"{where}shape has {len(shape)} dimensions, more than {MAX_DIMS} (numpy's limit)")
     if (not isinstance(offsets, list) or len(offsets) != 2
             or not all(type(o) is int for o in offsets)):
         raise CheckpointError(f"{where}data_offsets {offsets!r} is not a [begin, end] pair of integers")
@@ -92,22 +92,46 @@ def _entry(file: Path, name: str, info: Any, data_start: int, data_size: int) ->
     return TensorEntry(name, tuple(shape), dtype, file, data_start + begin, end - begin)
 
 
-def _load_json(file: Path, what: str) -> Any:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{file}: malformed {what} ({e})") from None
-
-
 def load_config(directory: Path) -> dict[str, Any] | None:
     """config.json of an HF directory, or None when there is none."""
     cfg = directory / "config.json"
     if not cfg.is_file():
         return None
-    data = _load_json(cfg, "config.json")
+    data = read_json(cfg, "config.json")
     if not isinstance(data, dict):
         raise CheckpointError(f"{cfg}: malformed config.json (expected a JSON object)")
+    _check_config(cfg, data, "")
+    text = data.get("text_config")
+    if text is not None:
+        _check_config(cfg, text, "text_config.")
     return data
+
+
+# the config.json keys normscope reads, and the JSON types they must have when present (null: absent)
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "architectures": (list,), "model_type": (str,), "text_config": (dict,), "quantization_config": (dict,),
+    "num_hidden_layers": (int,), "tie_word_embeddings": (bool,)}
+
+
+def _check_config(cfg: Path, data: dict[str, Any], prefix: str) -> None:
+    for key, types in _CONFIG_TYPES.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, types) and not (types == (int,) and (isinstance(value, bool) or value < 0))
+        if key == "architectures" and ok:
+            ok = all(isinstance(a, str) for a in value)
+        if not ok:
+            expected = {"architectures": "a list of strings", "num_hidden_layers": "a non-negative integer"}.get(
+                key, f"a JSON {_json_type(types[0]())}")
+            shown = repr(value) if isinstance(value, (int, float, bool, str)) and len(repr(value)) <= 40 \
+                else f"a JSON {_json_type(value)}"
+            raise CheckpointError(f"{cfg}: malformed config.json: '{prefix}{key}' is {shown}, expected {expected}")
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 class PlainDecoding:
@@ -160,10 +184,12 @@ class SafetensorsCheckpoint(PlainDecoding, Checkpoint):
 
     @classmethod
     def _open_index(cls, directory: Path, index: Path) -> SafetensorsCheckpoint:
-        data = _load_json(index, INDEX_NAME)
+        data = read_json(index, INDEX_NAME)
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise CheckpointError(f"{index}: malformed index, expected a 'weight_map' of tensor -> file")
+        if not weight_map:
+            raise CheckpointError(f"{index}: 'weight_map' is empty: the checkpoint holds no tensors")
         shard_names = list(dict.fromkeys(weight_map.values()))
         entries, metas, files = [], {}, []
         for shard in shard_names:

@@ -88,6 +88,10 @@ def open_path(path: Path, *, adapter: str | Path | None = None) -> Checkpoint:
         >>> ckpt = open_path(Path("llama"), adapter=Path("llama-lora"))  # doctest: +SKIP
     """
     ckpt = _open_plain(path)
+    if not ckpt.entries:  # nothing to read: every command would report on (or write) an empty model
+        ckpt.close()
+        what = "its header lists 0 tensors" if ckpt.format == "gguf" else "no tensor in its headers"
+        raise CheckpointError(f"{path}: holds no tensors ({what}); a checkpoint needs at least one")
     if adapter is None:
         return ckpt
     try:

@@ -15,7 +15,6 @@ is loaded whole into memory. Convert such files to safetensors for bounded memor
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import zipfile
@@ -26,6 +25,7 @@ import numpy as np
 
 from ..errors import CheckpointError, MissingExtraError, SourceNotFoundError
 from .checkpoint import Checkpoint, TensorEntry
+from .jsonfile import MAX_DEPTH, read_json
 from .safetensors_file import PlainDecoding, load_config
 
 __all__ = ["TorchCheckpoint", "TORCH_SUFFIXES", "TORCH_INDEX_NAME"]
@@ -85,24 +85,37 @@ def _refusal(file: Path, error: BaseException) -> str:
 
 def _state_dict(obj: Any, file: Path, torch: Any) -> dict[str, Any]:
     """name -> tensor: the state dict itself, one nested under a usual key, or every tensor found."""
+    found = _find_state_dict(obj, file, torch)
+    for name in found:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: pickle stores it, no report can print or store it
+            raise CheckpointError(f"{file}: tensor name {ascii(name)[:80]} holds a lone surrogate "
+                                  "(\\ud800-\\udfff), which is not valid Unicode") from None
+    return found
+
+
+def _find_state_dict(obj: Any, file: Path, torch: Any) -> dict[str, Any]:
     if isinstance(obj, dict):
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return {str(k): v for k, v in obj.items()}
         for key in _NESTED_KEYS:
             if isinstance(obj.get(key), dict):
-                found = _state_dict(obj[key], file, torch)
+                found = _find_state_dict(obj[key], file, torch)
                 if found:
                     return found
     flat: dict[str, Any] = {}
 
-    def walk(x: Any, prefix: str) -> None:
+    def walk(x: Any, prefix: str, depth: int) -> None:
         if isinstance(x, torch.Tensor):
             flat[prefix] = x
         elif isinstance(x, dict):
+            if depth > MAX_DEPTH:  # pickles nest without recursing; walking them would
+                raise CheckpointError(f"{file}: dicts nested more than {MAX_DEPTH} levels deep; not a state dict")
             for k, v in x.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
+                walk(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
 
-    walk(obj, "")
+    walk(obj, "", 1)
     if not flat:
         raise CheckpointError(f"{file}: holds no tensors (a {type(obj).__name__}); expected a state dict")
     return flat
@@ -182,12 +195,13 @@ class TorchCheckpoint(PlainDecoding, Checkpoint):
     def open_dir(cls, directory: Path) -> TorchCheckpoint:
         index = directory / TORCH_INDEX_NAME
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-                shards = list(dict.fromkeys(weight_map.values()))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-                raise CheckpointError(f"{index}: malformed index ({e}); expected a 'weight_map' of tensor -> file") \
-                    from None
+            data = read_json(index, TORCH_INDEX_NAME)
+            weight_map = data.get("weight_map") if isinstance(data, dict) else None
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise CheckpointError(f"{index}: malformed index, expected a 'weight_map' of tensor -> file")
+            if not weight_map:
+                raise CheckpointError(f"{index}: 'weight_map' is empty: the checkpoint holds no tensors")
+            shards = list(dict.fromkeys(weight_map.values()))
             files = []
             for shard in shards:
                 if Path(shard).name != shard or not (directory / shard).is_file():

@@ -107,7 +107,7 @@ def requires_imatrix(name: str, type_name: str | None, file_type: str) -> bool:
 
 def tensor_order(name: str) -> tuple[int, str]:
     """ref: weight_name_comparer — llama-quantize's processing order: by block, then by name."""
-    m = re.match(r"blk\.(\d+)\.", name)
+    m = re.match(r"blk\.(\d{1,9})\.", name)
     return (int(m.group(1)) if m else -1, name)
 
 
@@ -380,6 +380,6 @@ def _impl(state: dict, new: str, name: str, shape: tuple[int, ...], ft: str, fac
 def _layer(name: str, counter: int, facts: ModelFacts) -> tuple[int, int]:
     """ref: layer_info — the counter for dense models, the name's block for MoE ones."""
     if facts.n_expert > 1:
-        m = re.match(r"blk\.(\d+)\.", name)
+        m = re.match(r"blk\.(\d{1,9})\.", name)
         return (int(m.group(1)) if m else counter), facts.n_layer
     return counter, facts.n_layer

@@ -144,9 +144,8 @@ def check_imatrix(scheme: str, plan: dict[str, PlannedTensor], has_imatrix: bool
 
 
 def _block(gguf_name: str | None) -> int:
-    if gguf_name and gguf_name.startswith("blk."):
-        return int(gguf_name.split(".")[1])
-    return 0
+    m = re.match(r"blk\.(\d{1,9})\.", gguf_name or "")
+    return int(m.group(1)) if m else 0
 
 
 def parse_schemes(schemes: str | Sequence[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gguf
 import pytest
 
 from normscope.arch import (GAIN_OFFSET, HEURISTIC, SPECS, detect, effective_gain, get_spec, gguf_to_hf,
@@ -102,9 +103,39 @@ def test_gguf_names_match_the_real_gemma_file(gemma_gguf):
     _, entries = read_gguf_header(gemma_gguf)  # agrees with gguf.GGUFReader (tests/io)
     spec = SPECS["gemma3"]
     for t in entries:
-        hf = gguf_to_hf(spec, t.name, 18)
+        hf = gguf_to_hf(spec, t.name)
         assert hf is not None, t.name
-        assert hf_to_gguf(spec, hf, 18) == t.name
-    assert gguf_to_hf(spec, "blk.16.post_ffw_norm.weight", 18) == "model.layers.16.post_feedforward_layernorm.weight"
-    assert hf_to_gguf(spec, "model.language_model.layers.3.mlp.down_proj.weight", 18) == "blk.3.ffn_down.weight"
-    assert hf_to_gguf(SPECS["llama"], "model.layers.2.post_attention_layernorm.weight", 4) == "blk.2.ffn_norm.weight"
+        assert hf_to_gguf(spec, hf) == t.name
+    assert gguf_to_hf(spec, "blk.16.post_ffw_norm.weight") == "model.layers.16.post_feedforward_layernorm.weight"
+    assert hf_to_gguf(spec, "model.language_model.layers.3.mlp.down_proj.weight") == "blk.3.ffn_down.weight"
+    assert hf_to_gguf(SPECS["llama"], "model.layers.2.post_attention_layernorm.weight") == "blk.2.ffn_norm.weight"
+
+
+@pytest.mark.parametrize("name", [n for n, s in SPECS.items() if s.hf_templates])
+def test_name_maps_agree_with_gguf_py_for_every_block(name):
+    """The per-name mapping (block index taken out of the name) gives exactly what gguf-py's
+    TensorNameMap built for n blocks gives, for every templated tensor of every block: the map no longer
+    needs a table per block (a GGUF claiming 2^32 - 1 blocks built one per claimed block)."""
+    spec = SPECS[name]
+    arch = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[spec.gguf_arch]
+    n_blocks = 40
+    tmap = gguf.get_tensor_name_map(arch, n_blocks)
+    checked = 0
+    for template in spec.hf_templates:
+        for bid in range(n_blocks) if "{bid}" in template else (None,):
+            base = template.format(bid=bid) if bid is not None else template
+            expected = tmap.get_name(base)
+            for suffix in (".weight", ".bias"):
+                got = hf_to_gguf(spec, base + suffix)
+                assert got == (expected + suffix if expected else None), base
+                if expected:
+                    assert gguf_to_hf(spec, got) == base + suffix or base + suffix == "lm_head.weight"
+                    checked += 1
+    assert checked >= 2 * n_blocks
+    # a block index far past any table is still a name, and no table is built for it
+    assert hf_to_gguf(spec, "model.layers.999999999.mlp.down_proj.weight") == "blk.999999999.ffn_down.weight"
+    assert gguf_to_hf(spec, "blk.999999999.ffn_down.weight") == "model.layers.999999999.mlp.down_proj.weight"
+    # leading zeros, ten-digit indices and a literal {bid} are not names the converter writes
+    assert hf_to_gguf(spec, "model.layers.07.mlp.down_proj.weight") is None
+    assert hf_to_gguf(spec, "model.layers.1234567890.mlp.down_proj.weight") is None
+    assert hf_to_gguf(spec, "model.layers.{bid}.mlp.down_proj.weight") is None

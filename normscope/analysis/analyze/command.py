@@ -111,6 +111,8 @@ def analyze_tensor(model: Model, info: TensorInfo, *, top_k: int = 8, outlier_si
                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> TensorReport:
     """The report of one tensor: norm statistics for norm weights, value statistics otherwise."""
     base = report_fields(info)
+    if not info.n_params:  # a zero-size dimension ([4, 0]): listed as empty, no statistics (open_model warns)
+        return TensorReport(**base)
     if is_norm_read(info):
         if info.n_params <= chunk_elements:  # every real norm: read whole, numpy's sums and percentiles
             return TensorReport(**base, norm=norm_stats(model.read(info), info.convention, top_k))

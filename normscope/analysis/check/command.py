@@ -43,8 +43,10 @@ def load_baseline(path: Path | str) -> dict[str, Any]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: baseline not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: bad UTF-8 or JSON, an integer of more than 4300 digits
         raise ConfigError(f"{path}: baseline is not readable JSON ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: baseline is not readable JSON (nested too deeply)") from None
     return baseline_measurements(doc, str(path))
 
 

@@ -61,6 +61,8 @@ def align(base: Model, variant: Model, include: Sequence[str] = (), exclude: Seq
             used.add(other.name)
             continue
         used.add(other.name)
+        if not t.n_params:
+            note = "empty (a zero-size dimension): no values to compare"
         pairs.append((t, other, note))
     if base.tied_embeddings and not any(a.role is Role.LM_HEAD for a, _, _ in pairs):
         emb = next((a for a, _, _ in pairs if a.role is Role.EMBEDDING), None)

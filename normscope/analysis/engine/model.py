@@ -179,8 +179,8 @@ def _build(info: SourceInfo, ckpt: Checkpoint, arch: str | None, conv: NormConve
     gguf_arch = ckpt.architecture if is_gguf else None
     detected = detect(ckpt.entries, ckpt.config, gguf_arch, arch)
     spec = detected.spec
-    n_layers = _n_layers(ckpt, gguf_arch)
-    warnings = []
+    warnings: list[str] = []
+    n_layers = _n_layers(ckpt, gguf_arch, warnings)
     if detected.source == "unknown":
         warnings.append(f"unknown architecture ({detected.detail}): roles come from name heuristics and norms "
                         f"are read as {(conv or spec.norm_convention).value}; pass --arch or --norm-convention")
@@ -190,10 +190,10 @@ def _build(info: SourceInfo, ckpt: Checkpoint, arch: str | None, conv: NormConve
     tensors, entries, offsets = [], {}, {}
     for entry in ckpt.entries.values():
         if is_gguf:
-            hf = gguf_to_hf(spec, entry.name, n_layers or 0) if n_layers else None
+            hf = gguf_to_hf(spec, entry.name)
             name, gguf_name = hf or entry.name, entry.name
         else:
-            name, gguf_name = entry.name, hf_to_gguf(spec, entry.name, n_layers or 0) if n_layers else None
+            name, gguf_name = entry.name, hf_to_gguf(spec, entry.name)
         c = spec.classify(name, conv)
         if c.role is Role.OTHER and is_gguf and name == entry.name:
             c = _classify_gguf(entry.name, spec, conv) or c
@@ -211,6 +211,12 @@ def _build(info: SourceInfo, ckpt: Checkpoint, arch: str | None, conv: NormConve
         if is_gguf and role.is_norm and c.param == "weight" and spec.gguf_norm_offset \
                 and c.component is not Component.VISION:
             offsets[t.name] = spec.gguf_norm_offset
+    empty = [t for t in tensors if not t.n_params]
+    if empty:  # legal (pruned heads, empty adapters): every command lists them and measures nothing in them
+        shown = ", ".join(f"{t.source_name} {list(t.shape)}" for t in empty[:3])
+        what = f"{len(empty)} tensors with a zero-size dimension hold" if len(empty) > 1 else \
+            "1 tensor with a zero-size dimension holds"
+        warnings.append(f"{what} no values ({shown}{', …' if len(empty) > 3 else ''}): listed as empty, not measured")
     names = {t.name for t in tensors}
     tied = _tied(ckpt, spec.tied_embeddings, names, is_gguf)
     model = Model(info, ckpt, detected, tuple(tensors), n_layers, tied, warnings, entries, offsets)
@@ -247,16 +253,29 @@ def _classify_gguf(name: str, spec: ArchSpec, conv: NormConvention | None) -> Cl
     return None
 
 
-def _n_layers(ckpt: Checkpoint, gguf_arch: str | None) -> int | None:
-    if gguf_arch:
-        n = ckpt.metadata.get(f"{gguf_arch}.block_count")
-        if isinstance(n, int):
-            return n
-    n = config_value(ckpt.config, "num_hidden_layers")
-    if isinstance(n, int):
-        return n
+def _n_layers(ckpt: Checkpoint, gguf_arch: str | None, warnings: list[str]) -> int | None:
+    """The block count: derived from the tensors present (1 + the largest block index in their names); the
+    header's claim (GGUF `block_count`, config.json `num_hidden_layers`) is a hint checked against them.
+
+    A claim up to the derived count is kept (a vision tower may index more blocks than the text model the
+    config counts); a claim of blocks no tensor holds is reported and the derived count used, so no claim
+    sizes anything (a block_count of 2^32 - 1 once built a name table per claimed block).
+    """
     layers = [int(m.group(1)) for name in ckpt.entries if (m := LAYER_INDEX.search(name))]
-    return max(layers) + 1 if layers else None
+    derived = max(layers) + 1 if layers else None
+    where, claim = f"{ckpt.path}: ", None
+    if gguf_arch:
+        where, claim = f"{ckpt.path}: {gguf_arch}.block_count", ckpt.metadata.get(f"{gguf_arch}.block_count")
+    if claim is None:
+        where, claim = f"{ckpt.path}: config.json num_hidden_layers", config_value(ckpt.config, "num_hidden_layers")
+    if not isinstance(claim, int) or isinstance(claim, bool) or claim <= 0:
+        return derived
+    if derived is not None and claim <= derived:
+        return claim
+    held = "no block" if not derived else "block 0" if derived == 1 else f"blocks 0..{derived - 1}"
+    warnings.append(f"{where} claims {claim:,} blocks but the tensors hold {held}; "
+                    f"counting {derived or 'no'} block{'s' if derived != 1 else ''}")
+    return derived
 
 
 def _tied(ckpt: Checkpoint, default: bool, names: set[str], is_gguf: bool) -> bool:

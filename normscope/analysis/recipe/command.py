@@ -274,7 +274,7 @@ def _summary(label: str, model: Model, choice: dict[str, str | None], fixed: dic
                        sqnr_db(wx2, wd2) if aware else None, dict(counts.most_common()))
 
 
-_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
+_BLOCK = re.compile(r"^blk\.(\d{1,9})\.(.+)$")
 
 
 def _tensor_types(work: Sequence[TensorInfo], choice: dict[str, str]) -> tuple[tuple[str, str], ...]:

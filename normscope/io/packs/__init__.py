@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from ...errors import CheckpointError
+from ...errors import CheckpointError, NormscopeError, message
 
 from ..checkpoint import Checkpoint
 from . import awq, bnb4, compressed, fp8, gptq, quanto
@@ -69,6 +69,20 @@ def wrap_pack(ckpt: Checkpoint) -> Checkpoint:
     """
     if ckpt.format != "safetensors":
         return ckpt
+    try:
+        return _wrap(ckpt)
+    except NormscopeError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError, OverflowError) as e:
+        # a pack setting of the wrong type or range (group_size: [], bits: "x", weight_block_size: [0, 0], …)
+        # or tensors that disagree with it: whatever the pack reader tripped on came from the files
+        directory = ckpt.path if ckpt.path.is_dir() else ckpt.path.parent
+        raise CheckpointError(f"{directory}: the quantized pack cannot be read: its settings (config.json "
+                              f"quantization_config or a quantization side file) or its tensors disagree with what "
+                              f"the format allows ({type(e).__name__}: {message(e)})") from None
+
+
+def _wrap(ckpt: Checkpoint) -> Checkpoint:
     ctx = _context(ckpt)
     fmt = next((f for f in PACKS if ctx.method in f.methods), None) if ctx.method else None
     if ctx.method in UNREAD:

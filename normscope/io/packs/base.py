@@ -10,7 +10,6 @@ whose logical rows are columns of a stored tensor (GPTQ's qweight) never loads t
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 
 from ...errors import CheckpointError
 from ..checkpoint import DEFAULT_CHUNK_ELEMENTS, Checkpoint, TensorEntry
+from ..jsonfile import read_json
 from ..dtypes import numpy_dtype
 
 __all__ = ["Logical", "PackedCheckpoint", "PackContext", "PackFormat", "read_block", "read_small", "round_to",
@@ -186,10 +186,7 @@ def load_side_json(directory: Path, name: str) -> Any:
     path = directory / name
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: malformed {name} ({e})") from None
+    return read_json(path, name)
 
 
 @dataclass(frozen=True)
@@ -236,6 +233,8 @@ class PackedCheckpoint(Checkpoint):
         lg = self._logical.get(entry.name)
         if lg is None:
             yield from self.inner.iter_rows(entry, max_elements)
+            return
+        if not entry.n_elements:
             return
         step = self.rows_per_chunk(entry, max_elements)
         for row0 in range(0, entry.n_rows, step):

@@ -17,7 +17,6 @@ chunk asks for, so memory stays bounded by a chunk (A and B themselves are small
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from ...errors import CheckpointError, SourceNotFoundError
 from ..checkpoint import Checkpoint, TensorEntry
+from ..jsonfile import read_json
 from ..safetensors_file import SafetensorsCheckpoint
 from .base import Logical, PackedCheckpoint, logical_entry, read_rows, read_small, round_to
 
@@ -126,10 +126,7 @@ class SavedWeight(Logical):
 
 def _config(directory: Path) -> dict[str, Any]:
     path = directory / ADAPTER_CONFIG
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: malformed {ADAPTER_CONFIG} ({e})") from None
+    config = read_json(path, ADAPTER_CONFIG)
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: malformed {ADAPTER_CONFIG} (expected a JSON object)")
     kind = str(config.get("peft_type", "LORA")).upper()
