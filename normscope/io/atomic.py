@@ -40,37 +40,9 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
     Example:
         >>> write_bytes_atomic(os.devnull, b"{}")  # /dev/null stays a device  # doctest: +SKIP
     """
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory; give a file name")
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    try:
-        mode = os.stat(target).st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write here ({e.strerror})") from None
-    if mode is not None and not stat.S_ISREG(mode):
-        _write_in_place(path, target, data)
-        return path
-    if not target.parent.is_dir():
-        raise OutputError(f"{path}: directory {target.parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write here ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_writer(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 @contextlib.contextmanager
@@ -83,22 +55,14 @@ def atomic_writer(path: Path | str) -> Iterator[BinaryIO]:
         OutputError: as write_bytes_atomic.
     """
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory; give a file name")
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    try:
-        mode = os.stat(target).st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write here ({e.strerror})") from None
-    if mode is not None and not stat.S_ISREG(mode):
+    target, in_place = _target(path)
+    if in_place:
+        f = _open_in_place(path, target)
         try:
-            f = open(target, "wb")  # noqa: SIM115  (a device or FIFO, written in place)
-        except OSError as e:
-            raise OutputError(f"{path}: cannot write here ({e.strerror})") from None
-        with f:
-            yield f
+            with f:
+                yield f
+        except OSError as e:  # the reader went away (EPIPE), the device is full
+            raise OutputError(f"{path}: writing failed ({e.strerror})") from None
         return
     if not target.parent.is_dir():
         raise OutputError(f"{path}: directory {target.parent} does not exist")
@@ -119,18 +83,30 @@ def atomic_writer(path: Path | str) -> Iterator[BinaryIO]:
         raise
 
 
-def _write_in_place(path: Path, target: Path, data: bytes) -> None:
-    """Write into an existing device or FIFO: opened for writing, never created, truncated or renamed."""
+def _target(path: Path) -> tuple[Path, bool]:
+    """The file a write to `path` lands in (a symbolic link's target), and whether it is an existing device or
+    FIFO, written in place rather than replaced."""
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file name")
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target, False
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write here ({e.strerror})") from None
+    return target, not stat.S_ISREG(mode)
+
+
+def _open_in_place(path: Path, target: Path) -> BinaryIO:
+    """An existing device or FIFO opened for writing: never created, truncated or renamed (a buffered file, so a
+    write puts all of its data, however a pipe splits it)."""
     try:
         fd = os.open(target, os.O_WRONLY)
     except OSError as e:  # a socket (ENXIO), a read-only device
         raise OutputError(f"{path}: not a regular file and cannot be opened for writing ({e.strerror}); give a "
                           "file name") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)  # a buffered write: all of `data`, however the pipe splits it
-    except OSError as e:  # the reader went away (EPIPE), the device is full
-        raise OutputError(f"{path}: writing failed ({e.strerror})") from None
+    return os.fdopen(fd, "wb")
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:
