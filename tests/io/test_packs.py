@@ -70,7 +70,8 @@ def _no_grad():
 
 
 def test_registry_is_data():
-    assert [f.name for f in PACKS] == ["gptq", "awq", "quanto", "compressed-tensors", "fp8", "bitsandbytes"]
+    assert [f.name for f in PACKS] == ["gptq", "awq", "quanto", "compressed-tensors", "fp8", "bitsandbytes",
+                                       "mxfp4"]
 
 
 # -- GPTQ --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import logging
 from ...errors import CheckpointError, NormscopeError, message
 
 from ..checkpoint import Checkpoint
-from . import awq, bnb4, compressed, fp8, gptq, quanto
+from . import awq, bnb4, compressed, fp8, gptq, mxfp4, quanto
 from .base import Logical, PackContext, PackedCheckpoint, PackFormat, load_side_json, read_block, read_rows
 from .lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, apply_adapter, is_adapter_dir, lora_scale
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 # Order matters only without a config: the first format whose tensor signature matches wins.
 PACKS: tuple[PackFormat, ...] = (gptq.FORMAT, awq.FORMAT, quanto.FORMAT, compressed.FORMAT, fp8.FORMAT,
-                                 bnb4.FORMAT)
+                                 bnb4.FORMAT, mxfp4.FORMAT)
 
 # quant_method values of packs normscope does not read: their stored tensors are not weights
 UNREAD = ("hqq", "aqlm", "vptq", "exl2", "eetq", "higgs", "spqr")
