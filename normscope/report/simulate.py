@@ -32,7 +32,15 @@ def _types(s: SchemeResult) -> str:
 def scheme_label(r: SimulateResult, s: SchemeResult) -> str:
     """The scheme's name, with the llama-quantize `--tensor-type` overrides its plan applied (GGUF schemes only)."""
     overrides = r.options.get("tensor_types") or []
-    return f"{s.scheme} --tensor-type {','.join(overrides)}" if s.kind == "gguf" and overrides else s.scheme
+    if s.kind != "gguf" or not overrides:
+        return s.scheme
+    spelled = f"{s.scheme} --tensor-type {','.join(overrides)}"
+    # a recipe's dozen regexes would make the label a paragraph (and crush every table it heads): the header
+    # lists them once
+    return spelled if len(spelled) <= LABEL_MAX else f"{s.scheme} + {len(overrides)} --tensor-type overrides"
+
+
+LABEL_MAX = 48
 
 
 def quantized_source(r: SimulateResult) -> dict[str, int]:
@@ -59,6 +67,9 @@ def simulate_header(r: SimulateResult) -> list[str]:
              + (f" · {count(first.n_params)} parameters in {len(first.tensors)} tensors" if first else "")]
     if r.imatrix is not None:
         lines.append(imatrix_line(r.imatrix))
+    overrides = r.options.get("tensor_types") or []
+    if any(s.kind == "gguf" for s in r.schemes) and overrides:
+        lines.append(f"--tensor-type overrides of the GGUF schemes: {', '.join(overrides)}")
     if r.errors:
         lines.append(f"NON-FINITE VALUES in {len(r.errors)} tensors: the checkpoint is damaged")
     return lines
