@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import CheckpointError
 
-__all__ = ["MAX_DEPTH", "MAX_SIDE_FILE_BYTES", "parse_json", "read_json"]
+__all__ = ["MAX_DEPTH", "MAX_SIDE_FILE_BYTES", "parse_json", "read_json", "read_weight_map"]
 
 MAX_DEPTH = 64  # real headers nest 3 levels, configs about 5
 MAX_SIDE_FILE_BYTES = 100 * 1024 * 1024  # as safetensors caps its header; the largest real index is ~10 MB
@@ -46,6 +46,21 @@ def read_json(file: Path, what: str, max_bytes: int | None = None) -> Any:
         raise CheckpointError(f"{file}: {what} is larger than {max_bytes} bytes, the most normscope reads; "
                               "not a real checkpoint file")
     return parse_json(raw, f"{file}: ", what)
+
+
+def read_weight_map(index: Path, what: str) -> dict[str, str]:
+    """The `weight_map` (tensor -> shard file) of a sharded checkpoint's index.
+
+    Raises:
+        CheckpointError: the index is unreadable or malformed, or its weight_map is empty (no tensors).
+    """
+    data = read_json(index, what)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: malformed index, expected a 'weight_map' of tensor -> file")
+    if not weight_map:
+        raise CheckpointError(f"{index}: 'weight_map' is empty: the checkpoint holds no tensors")
+    return weight_map
 
 
 def parse_json(raw: bytes, where: str, what: str) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CheckpointError, SourceNotFoundError
 from .checkpoint import Checkpoint, TensorEntry
 from .dtypes import numpy_dtype
-from .jsonfile import parse_json, read_json
+from .jsonfile import parse_json, read_json, read_weight_map
 
 __all__ = ["SafetensorsCheckpoint", "PlainDecoding", "read_header", "decode_plain_into", "INDEX_NAME", "SINGLE_NAME"]
 
@@ -184,12 +184,7 @@ class SafetensorsCheckpoint(PlainDecoding, Checkpoint):
 
     @classmethod
     def _open_index(cls, directory: Path, index: Path) -> SafetensorsCheckpoint:
-        data = read_json(index, INDEX_NAME)
-        weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise CheckpointError(f"{index}: malformed index, expected a 'weight_map' of tensor -> file")
-        if not weight_map:
-            raise CheckpointError(f"{index}: 'weight_map' is empty: the checkpoint holds no tensors")
+        weight_map = read_weight_map(index, INDEX_NAME)
         shard_names = list(dict.fromkeys(weight_map.values()))
         entries, metas, files = [], {}, []
         for shard in shard_names:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import CheckpointError, MissingExtraError, SourceNotFoundError
 from .checkpoint import Checkpoint, TensorEntry
-from .jsonfile import MAX_DEPTH, read_json
+from .jsonfile import MAX_DEPTH, read_weight_map
 from .safetensors_file import PlainDecoding, load_config
 
 __all__ = ["TorchCheckpoint", "TORCH_SUFFIXES", "TORCH_INDEX_NAME"]
@@ -195,12 +195,7 @@ class TorchCheckpoint(PlainDecoding, Checkpoint):
     def open_dir(cls, directory: Path) -> TorchCheckpoint:
         index = directory / TORCH_INDEX_NAME
         if index.is_file():
-            data = read_json(index, TORCH_INDEX_NAME)
-            weight_map = data.get("weight_map") if isinstance(data, dict) else None
-            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-                raise CheckpointError(f"{index}: malformed index, expected a 'weight_map' of tensor -> file")
-            if not weight_map:
-                raise CheckpointError(f"{index}: 'weight_map' is empty: the checkpoint holds no tensors")
+            weight_map = read_weight_map(index, TORCH_INDEX_NAME)
             shards = list(dict.fromkeys(weight_map.values()))
             files = []
             for shard in shards:
