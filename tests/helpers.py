@@ -236,3 +236,37 @@ def raw_gguf(path: Path, tensors: list[tuple], kv: list[tuple] = (), version: in
 def gguf_string_value(s: str) -> bytes:
     """A GGUF metadata string value (type id 8): its u64 length and bytes."""
     return _gguf_str(s)
+
+
+def unmapped_model(directory: Path) -> Path:
+    """A checkpoint whose names llama.cpp's converter has no mapping for (an unknown architecture): attention and
+    MLP weights recognised by name, so the simulated schemes quantize them, but no GGUF names."""
+    rng = np.random.default_rng(0)
+    tensors = {name: rng.standard_normal((64, 64)).astype(np.float32)
+               for name in ("encoder.blocks.0.attn.q_proj.weight", "encoder.blocks.0.mlp.fc1.weight")}
+    tensors["encoder.blocks.0.norm1.weight"] = np.ones(64, np.float32)
+    return write_model(directory, tensors, {"architectures": ["OddForCausalLM"], "model_type": "odd"}, "F32")
+
+
+def doc_console(doc: Path) -> list[tuple[str, str]]:
+    """(command, pasted output) of each `$ normscope` line in a doc's ```console blocks."""
+    import re
+
+    out = []
+    for block in re.findall(r"```console\n(.+?)```", doc.read_text(encoding="utf-8"), re.S):
+        for cmd, pasted in re.findall(r"^\$ (normscope .*)\n((?:(?!\$ ).*\n)*)", block, re.M):
+            out.append((cmd, pasted))
+    return out
+
+
+def shell_split(line: str) -> list[str]:
+    """The arguments a shell passes (program name included): quotes removed, `$(cat FILE)` replaced by the
+    words of FILE (relative to the current directory)."""
+    import re
+    import shlex
+
+    out = []
+    for i, part in enumerate(re.split(r"\$\(cat (\S+)\)", line)):
+        # a substitution's output is split into words, with no quote or backslash processing
+        out += Path(part).read_text().split() if i % 2 else shlex.split(part)
+    return out

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import doc_console
+
 ROOT = Path(__file__).resolve().parent.parent
 # docs whose examples their own feature's tests run (tests/analysis/test_clip.py, test_cli_forward.py,
 # tests/io/test_packs.py, tests/report/test_html.py)
@@ -24,17 +26,8 @@ def _python(doc: Path) -> list[str]:
     return re.findall(r"```python\n(.+?)```", doc.read_text(encoding="utf-8"), re.S)
 
 
-def _console(doc: Path) -> list[tuple[str, str]]:
-    """(command, pasted output) of each `$ normscope` line in a ```console block."""
-    out = []
-    for block in re.findall(r"```console\n(.+?)```", doc.read_text(encoding="utf-8"), re.S):
-        for cmd, pasted in re.findall(r"^\$ (normscope .*)\n((?:(?!\$ ).*\n)*)", block, re.M):
-            out.append((cmd, pasted))
-    return out
-
-
 PYTHON = [(d.name, i) for d in DOCS for i in range(len(_python(d)))]
-CONSOLE = [(d.name, i) for d in DOCS for i in range(len(_console(d)))]
+CONSOLE = [(d.name, i) for d in DOCS for i in range(len(doc_console(d)))]
 
 
 @pytest.fixture
@@ -56,7 +49,7 @@ def test_python_blocks_run(doc, index, workdir, capsys):
 
 @pytest.mark.parametrize("doc, index", CONSOLE, ids=[f"{d}[{i}]" for d, i in CONSOLE])
 def test_console_commands_run(doc, index, workdir):
-    cmd, pasted = _console(ROOT / "docs" / doc)[index]
+    cmd, pasted = doc_console(ROOT / "docs" / doc)[index]
     proc = subprocess.run([sys.executable, "-m", "normscope", *shlex.split(cmd)[1:]], capture_output=True, text=True,
                           timeout=900, cwd=workdir, env={**os.environ, "COLUMNS": "130"})
     assert proc.returncode in (0, 1), proc.stderr

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import GEMMA_CONFIG, gemma_tensors, write_model
+from helpers import GEMMA_CONFIG, doc_console, gemma_tensors, shell_split, write_model
 from normscope import recipe, simulate
 from normscope.analysis.recipe.solve import solve
 from normscope.quant import parse_tensor_types
@@ -139,25 +139,21 @@ def test_gemma_recipe_against_q4_k_m(gemma_hf):
     assert any("already lie on Q4_K_M's grid" in n for n in r.notes)
 
 
-def test_docs_console_pastes_are_the_real_output(gemma_hf, tmp_path):
+def test_docs_console_pastes_are_the_real_output(gemma_hf, tmp_path, monkeypatch):
     """docs/recipe.md's commands run in order in one directory (simulate reads the recipe.args the recipe wrote,
     `$(cat FILE)` expanded as the shell would) and every pasted line is in the real output: the page pasted
     "100.0% of params" where simulate prints "127 of 236 tensors" (issue 21 item 10)."""
     import os
-    import re
-    import shlex
     import subprocess
     import sys
     from pathlib import Path
 
-    doc = (Path(__file__).parents[2] / "docs" / "recipe.md").read_text(encoding="utf-8")
     (tmp_path / "gemma-3-270m-hf").symlink_to(gemma_hf)
-    commands = [(cmd, pasted) for block in re.findall(r"```console\n(.+?)```", doc, re.S)
-                for cmd, pasted in re.findall(r"^\$ (normscope .*)\n((?:(?!\$ ).*\n)*)", block, re.M)]
+    monkeypatch.chdir(tmp_path)
+    commands = doc_console(Path(__file__).parents[2] / "docs" / "recipe.md")
     assert len(commands) == 2
     for cmd, pasted in commands:
-        cmd = re.sub(r"\$\(cat (\S+)\)", lambda m: shlex.join((tmp_path / m[1]).read_text().split()), cmd)
-        proc = subprocess.run([sys.executable, "-m", "normscope", *shlex.split(cmd)[1:]], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "normscope", *shell_split(cmd)[1:]], capture_output=True,
                               text=True, timeout=900, cwd=tmp_path, env={**os.environ, "COLUMNS": "130"})
         assert proc.returncode == 0, proc.stderr
         real = " ".join(proc.stdout.split())
@@ -165,32 +161,3 @@ def test_docs_console_pastes_are_the_real_output(gemma_hf, tmp_path):
             row = row.strip().removesuffix(" …")  # a line cut short on the page: what it shows must be real
             if row and row != "…":
                 assert " ".join(row.split()) in real, f"docs/recipe.md: pasted line not in the real output: {row!r}"
-
-
-def test_iq_and_fp4_candidates(synthetic, plans):
-    """Every ggml type llama-quantize makes without an imatrix is a candidate: IQ4_XS falls back to IQ4_NL on
-    320-wide rows, Q1_0 (128-value blocks, no fallback in llama.cpp) is no candidate there at all."""
-    types = ("IQ4_XS", "IQ3_S", "TQ2_0", "Q1_0", "MXFP4", "NVFP4", "Q8_0")
-    r = recipe(synthetic, budget_bytes=plans.scheme("Q4_K_M").nbytes, types=types, reference="iq4_xs",
-               compare=("IQ4_XS", "Q4_K"))  # any case, and llama-quantize's alias Q4_K (Q4_K_M)
-    assert (r.reference, [p.label for p in r.plans]) == ("IQ4_XS", ["IQ4_XS", "Q4_K_M"])
-    jsonschema.validate(r.to_dict(), schema("recipe"))
-    for t in r.tensors:
-        assert all(t.shape[-1] % LAYOUTS[k].block_size == 0 for k in t.candidates)
-        if t.shape[-1] == 320:
-            assert "IQ4_NL" in t.candidates and "IQ4_XS" not in t.candidates and "Q1_0" not in t.candidates
-        if t.shape[-1] == 256:
-            assert {"IQ4_XS", "IQ3_S", "TQ2_0", "Q1_0", "MXFP4", "NVFP4"} <= set(t.candidates)
-    assert r.recipe.nbytes <= r.budget_bytes and r.recipe.total_error <= r.plan("IQ4_XS").total_error
-    sim = simulate(synthetic, schemes="IQ4_XS", tensor_types=r.tensor_types).scheme("IQ4_XS")
-    assert {t.name: t.type for t in sim.tensors if t.type is not None} == {t.name: t.type for t in r.tensors}
-
-
-def test_types_that_need_an_imatrix_are_no_candidates_without_one(synthetic):
-    with pytest.raises(ConfigError, match=r"--types IQ2_XS: llama-quantize makes IQ2_XS only with an importance "
-                                          r"matrix; collect one with `normscope imatrix collect`"):
-        recipe(synthetic, budget_bpw=4.0, types=("IQ2_XS", "Q4_K"))
-    with pytest.raises(ConfigError, match="normscope imatrix collect"):
-        recipe(synthetic, budget_bpw=4.0, reference="IQ2_M")
-    with pytest.raises(ConfigError, match="'MXFP4' is not a quantized llama.cpp file type"):
-        recipe(synthetic, budget_bpw=4.0, reference="MXFP4")

@@ -14,7 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "quant"))
 
 from ggml_ref import ggml_quantize  # noqa: E402
-from helpers import GEMMA_CONFIG, LLAMA_CONFIG, gemma_tensors, llama_tensors, write_model  # noqa: E402
+from helpers import (GEMMA_CONFIG, LLAMA_CONFIG, gemma_tensors, llama_tensors, unmapped_model,  # noqa: E402
+                     write_model)
 from normscope import simulate  # noqa: E402
 from normscope.analysis import open_model  # noqa: E402
 from normscope.analysis.simulate import simulate_model  # noqa: E402
@@ -208,11 +209,7 @@ def test_nan_and_inf_are_error_findings_in_simulate(tmp_path, capsys):
 def test_an_architecture_without_gguf_names_says_why_the_gguf_plan_is_empty(tmp_path):
     """simulate said 'Q4_K_M 0 of N tensors … inf' with no word (issue 21 item 5): a checkpoint whose names
     llama.cpp's converter has no mapping for gets a note, and the non-GGUF schemes still quantize it."""
-    rng = np.random.default_rng(0)
-    tensors = {name: rng.standard_normal((64, 64)).astype(np.float32)
-               for name in ("encoder.blocks.0.attn.q_proj.weight", "encoder.blocks.0.mlp.fc1.weight")}
-    tensors["encoder.blocks.0.norm1.weight"] = np.ones(64, np.float32)
-    d = write_model(tmp_path / "odd", tensors, {"architectures": ["OddForCausalLM"], "model_type": "odd"}, "F32")
+    d = unmapped_model(tmp_path / "odd")
     r = simulate(d, schemes="Q4_K_M,int8")
     q = r.scheme("Q4_K_M")
     assert q.quantized_params == 0

@@ -5,8 +5,6 @@ by `import normscope` or by the other commands."""
 from __future__ import annotations
 
 import json
-import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "report"))
 
-from helpers import GEMMA_CONFIG, gemma_tensors, run_cli, write_model  # noqa: E402
+from helpers import GEMMA_CONFIG, doc_console, gemma_tensors, run_cli, shell_split, write_model  # noqa: E402
 from html_checks import assert_self_contained, assert_well_formed  # noqa: E402
 from normscope.report.schemas import schema  # noqa: E402
 NO_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
@@ -140,29 +138,13 @@ def test_recipe_bad_budget_is_one_line_and_exit_2(numpy_gemma, capsys):
     assert code == 2 and "below the smallest recipe" in err and len(err.strip().splitlines()) == 1
 
 
-def _console_commands(doc: Path) -> list[str]:
-    """The `$ normscope …` lines of a doc's console blocks."""
-    text = doc.read_text(encoding="utf-8")
-    blocks = re.findall(r"```console\n(.*?)```", text, re.S)
-    return [line[2:] for b in blocks for line in b.splitlines() if line.startswith("$ normscope ")]
-
-
-def _shell_split(line: str) -> list[str]:
-    """The arguments a shell passes: quotes removed, `$(cat FILE)` replaced by the file's words."""
-    out = []
-    for i, part in enumerate(re.split(r"\$\(cat (\S+)\)", line)):
-        # a substitution's output is split into words, with no quote or backslash processing
-        out += Path(part).read_text().split() if i % 2 else shlex.split(part)
-    return out[1:]
-
-
 @pytest.mark.parametrize("doc", ["forward.md", "recipe.md"])
 def test_documented_commands_run(doc, tmp_path, capsys, monkeypatch, gemma_hf):
     """Every command of docs/forward.md and docs/recipe.md runs (on the HF export they are written for)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "gemma-3-270m-hf").symlink_to(gemma_hf)
-    commands = _console_commands(ROOT / "docs" / doc)
+    commands = [cmd for cmd, _ in doc_console(ROOT / "docs" / doc)]
     assert commands
     for line in commands:
-        code, out, err = run_cli(_shell_split(line), capsys)
+        code, out, err = run_cli(shell_split(line)[1:], capsys)
         assert code == 0, (line, err)

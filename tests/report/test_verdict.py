@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from helpers import GEMMA_CONFIG, LLAMA_CONFIG, gemma_tensors, llama_tensors, write_model
+from helpers import GEMMA_CONFIG, LLAMA_CONFIG, gemma_tensors, llama_tensors, unmapped_model, write_model
 from normscope import analyze, check, clip, clip_sweep, compare, forward, recipe, simulate
 from normscope.report import markdown_report, plots, report_html, terminal_report
 from normscope.report.check import check_verdict
@@ -167,11 +167,7 @@ def test_a_float_source_is_not_called_requantized(sim):
 
 def test_a_scheme_that_quantizes_nothing_says_so(tmp_path):
     """Names llama.cpp's converter has no mapping for: the GGUF plan is empty, and the verdict says so."""
-    rng = np.random.default_rng(0)
-    tensors = {name: rng.standard_normal((64, 64)).astype(np.float32)
-               for name in ("encoder.blocks.0.attn.q_proj.weight", "encoder.blocks.0.mlp.fc1.weight")}
-    tensors["encoder.blocks.0.norm1.weight"] = np.ones(64, np.float32)
-    d = write_model(tmp_path / "odd", tensors, {"architectures": ["OddForCausalLM"], "model_type": "odd"}, "F32")
+    d = unmapped_model(tmp_path / "odd")
     r = simulate(d, schemes="Q4_K_M,int8")
     assert r.scheme("Q4_K_M").quantized_params == 0 and r.scheme("int8").quantized_params > 0
     lines = simulate_verdict(r)
