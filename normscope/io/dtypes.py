@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 
-__all__ = ["SAFETENSORS_DTYPES", "numpy_dtype", "itemsize"]
+__all__ = ["SAFETENSORS_DTYPES", "TORCH_FLOAT_NAMES", "numpy_dtype", "itemsize"]
 
 # ref: safetensors/src/tensor.rs `Dtype` (names as the header spells them)
 SAFETENSORS_DTYPES: dict[str, np.dtype] = {
@@ -30,6 +30,10 @@ SAFETENSORS_DTYPES: dict[str, np.dtype] = {
     "U8": np.dtype(np.uint8),
     "BOOL": np.dtype(np.bool_),
 }
+
+# torch's names of the float dtypes a model computes in (config.json `torch_dtype`, bitsandbytes' quant state),
+# as safetensors spells them
+TORCH_FLOAT_NAMES: dict[str, str] = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
 
 def numpy_dtype(name: str, *, where: str = "") -> np.dtype:

@@ -26,12 +26,12 @@ import numpy as np
 
 from ...errors import CheckpointError
 from ..checkpoint import Checkpoint, TensorEntry
+from ..dtypes import TORCH_FLOAT_NAMES
 from .base import Logical, PackContext, PackFormat, bad_shape, logical_entry, read_block, read_small, round_to
 
 __all__ = ["FORMAT", "BnB4Weight"]
 
 _STATE = ".weight.quant_state.bitsandbytes__"
-_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 _BLOCKS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -50,7 +50,7 @@ class BnB4Weight(Logical):
                  code: np.ndarray, nested: tuple[np.ndarray, float] | None):
         self.parts, self.state, self.code, self.nested = parts, state, code, nested
         self.blocksize = int(state["blocksize"])
-        self.dtype = _DTYPES[state["dtype"]]
+        self.dtype = TORCH_FLOAT_NAMES[state["dtype"]]
         label = f"{state['quant_type'].upper()}_b{self.blocksize}" + ("_dq" if nested else "")
         super().__init__(logical_entry(name, shape, label, parts.values()), parts["weight"].name)
 
@@ -88,7 +88,7 @@ def _state(ckpt: Checkpoint, entry: TensorEntry) -> dict:
                               f"({e})") from None
     shape = state.get("shape") if isinstance(state, dict) else None
     ok = (isinstance(state, dict) and state.get("quant_type") in ("nf4", "fp4") and state.get("blocksize") in _BLOCKS
-          and state.get("dtype") in _DTYPES and isinstance(shape, list) and len(shape) == 2
+          and state.get("dtype") in TORCH_FLOAT_NAMES and isinstance(shape, list) and len(shape) == 2
           and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 40 for d in shape))
     if ok and "nested_blocksize" in state:
         ok = state["nested_blocksize"] in _BLOCKS and isinstance(state.get("nested_offset"), (int, float))

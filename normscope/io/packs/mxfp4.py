@@ -16,6 +16,7 @@ import numpy as np
 
 from ...errors import CheckpointError
 from ..checkpoint import Checkpoint, TensorEntry
+from ..dtypes import TORCH_FLOAT_NAMES
 from .base import Logical, PackContext, PackFormat, bad_shape, logical_entry, read_block, round_to
 
 __all__ = ["FORMAT", "MXFP4Experts", "E2M1"]
@@ -62,8 +63,8 @@ def build(ctx: PackContext) -> tuple[list[MXFP4Experts], set[str]]:
     Raises:
         CheckpointError: blocks and scales whose shapes or dtypes disagree.
     """
-    dtype = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(
-        str((ctx.ckpt.config or {}).get("torch_dtype") or (ctx.ckpt.config or {}).get("dtype") or "bfloat16"), "BF16")
+    config = ctx.ckpt.config or {}
+    dtype = TORCH_FLOAT_NAMES.get(str(config.get("torch_dtype") or config.get("dtype") or "bfloat16"), "BF16")
     logical, hidden = [], set()
     for prefix in ctx.prefixes(_BLOCKS):
         blocks, scales = ctx.get(prefix + _BLOCKS), ctx.get(prefix + _SCALES)
