@@ -161,3 +161,32 @@ def test_docs_console_pastes_are_the_real_output(gemma_hf, tmp_path, monkeypatch
             row = row.strip().removesuffix(" …")  # a line cut short on the page: what it shows must be real
             if row and row != "…":
                 assert " ".join(row.split()) in real, f"docs/recipe.md: pasted line not in the real output: {row!r}"
+
+
+def test_iq_and_fp4_candidates(synthetic, plans):
+    """Every ggml type llama-quantize makes without an imatrix is a candidate: IQ4_XS falls back to IQ4_NL on
+    320-wide rows, Q1_0 (128-value blocks, no fallback in llama.cpp) is no candidate there at all."""
+    types = ("IQ4_XS", "IQ3_S", "TQ2_0", "Q1_0", "MXFP4", "NVFP4", "Q8_0")
+    r = recipe(synthetic, budget_bytes=plans.scheme("Q4_K_M").nbytes, types=types, reference="iq4_xs",
+               compare=("IQ4_XS", "Q4_K"))  # any case, and llama-quantize's alias Q4_K (Q4_K_M)
+    assert (r.reference, [p.label for p in r.plans]) == ("IQ4_XS", ["IQ4_XS", "Q4_K_M"])
+    jsonschema.validate(r.to_dict(), schema("recipe"))
+    for t in r.tensors:
+        assert all(t.shape[-1] % LAYOUTS[k].block_size == 0 for k in t.candidates)
+        if t.shape[-1] == 320:
+            assert "IQ4_NL" in t.candidates and "IQ4_XS" not in t.candidates and "Q1_0" not in t.candidates
+        if t.shape[-1] == 256:
+            assert {"IQ4_XS", "IQ3_S", "TQ2_0", "Q1_0", "MXFP4", "NVFP4"} <= set(t.candidates)
+    assert r.recipe.nbytes <= r.budget_bytes and r.recipe.total_error <= r.plan("IQ4_XS").total_error
+    sim = simulate(synthetic, schemes="IQ4_XS", tensor_types=r.tensor_types).scheme("IQ4_XS")
+    assert {t.name: t.type for t in sim.tensors if t.type is not None} == {t.name: t.type for t in r.tensors}
+
+
+def test_types_that_need_an_imatrix_are_no_candidates_without_one(synthetic):
+    with pytest.raises(ConfigError, match=r"--types IQ2_XS: llama-quantize makes IQ2_XS only with an importance "
+                                          r"matrix; collect one with `normscope imatrix collect`"):
+        recipe(synthetic, budget_bpw=4.0, types=("IQ2_XS", "Q4_K"))
+    with pytest.raises(ConfigError, match="normscope imatrix collect"):
+        recipe(synthetic, budget_bpw=4.0, reference="IQ2_M")
+    with pytest.raises(ConfigError, match="'MXFP4' is not a quantized llama.cpp file type"):
+        recipe(synthetic, budget_bpw=4.0, reference="MXFP4")
