@@ -12,6 +12,7 @@
  * IQ4_XS has one path (its _ref calls quantize_iq4_xs with no weights), also ntry = 7.
  * Importance weights are used when given (policy USED): weight = qw * sqrt(sigma2 + x^2), else x^2.
  */
+#include "qsearch.h"
 #include "qtypes.h"
 
 #define QK4_NL 32
@@ -77,14 +78,8 @@ static void quantize_superblock(const float *x, int nsb, const float *qw, uint8_
         else
             for (int j = 0; j < 32; j++)
                 weight[j] = xb[j] * xb[j];
-        float amax = 0, max = 0;
-        for (int j = 0; j < 32; j++) {
-            const float ax = fabsf(xb[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = xb[j];
-            }
-        }
+        float amax;
+        const float max = ns_signed_absmax(32, xb, &amax);
         if (amax < GROUP_MAX_EPS) {
             scales[ib] = 0;
             continue;

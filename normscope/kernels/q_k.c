@@ -540,14 +540,8 @@ enum { Q8_K_SIZE = 4 + QK_K + QK_K / 16 * 2 };
 static int quantize_q8_K(const float *x, uint8_t *y, int64_t n, const float *qw) {
     (void)qw;
     for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, y += Q8_K_SIZE) {
-        float max = 0.0f, amax = 0.0f;
-        for (int j = 0; j < QK_K; j++) {
-            const float ax = fabsf(x[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
+        float amax;
+        const float max = ns_signed_absmax(QK_K, x, &amax);
         int8_t q[QK_K];
         int16_t bsums[QK_K / 16];
         float d = 0.0f;

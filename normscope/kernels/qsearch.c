@@ -76,14 +76,8 @@ INLINE float qx_search(int n, int nmax, const float *x, int8_t *L, const float *
 }
 
 float ns_make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = ns_signed_absmax(n, x, &amax);
     if (amax < NS_GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.0f;
@@ -246,14 +240,8 @@ float ns_make_q3_quants(int n, int nmax, const float *x, int8_t *L, int do_rmse)
         q3_lanes(1, n, nmax, x, L, &scale);
         return scale;
     }
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = ns_signed_absmax(n, x, &amax);
     if (amax < NS_GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.0f;

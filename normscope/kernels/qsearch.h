@@ -57,6 +57,21 @@ static inline float ns_pick(int c, float a, float b) {
     return ns_float((ns_bits(a) & m) | (ns_bits(b) & ~m));
 }
 
+/* ggml's scan for the value of largest magnitude: the first one wins a tie, and its sign is kept (the scale
+ * divides by it, so the largest value maps to -nmax). Returns it and stores its magnitude in *amax. */
+static inline float ns_signed_absmax(int n, const float *x, float *amax) {
+    float max = 0, a = 0;
+    for (int i = 0; i < n; i++) {
+        const float ax = fabsf(x[i]);
+        if (ax > a) {
+            a = ax;
+            max = x[i];
+        }
+    }
+    *amax = a;
+    return max;
+}
+
 /* MAX(lo, MIN(hi, l)) of an int level (ggml's clamps), as a float: l converts exactly (|l| <= 2^22 for a
  * ns_nearest_int result), so this is the float of the clamped int, in a form the compiler vectorizes. */
 static inline float ns_clamp_level(int l, float lo, float hi) {
